@@ -1,0 +1,105 @@
+// The hub's configuration file (`hub.json` in the data dir), validated once at start into a
+// frozen object. Unknown keys and contradictions stop start-up with the option path named.
+import fs from 'node:fs';
+import { z } from 'zod';
+import { SepalError, ErrorCodes } from './errors.ts';
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/, 'expected HOST:PORT')
+  .refine((s) => { const p = Number(s.slice(s.lastIndexOf(':') + 1)); return p >= 0 && p <= 65535; }, 'port out of range');
+
+const seconds = (min: number, max: number) => z.number().int().min(min).max(max);
+
+export const HubConfigSchema = z.object({
+  version: z.literal(1),
+  federationId: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+  hostnames: z.array(z.string().min(1).max(253)).min(1).max(32),
+  grpc: z.object({
+    listen: hostPort,
+    /** The address agents dial (differs from `listen` behind a proxy or NAT). */
+    publicAddress: hostPort,
+  }).strict(),
+  https: z.object({
+    listen: hostPort,
+    /** The URL agents and operators use; the discovery document's links start with it. */
+    publicUrl: z.url({ protocol: /^https$/ }),
+  }).strict(),
+  certificates: z.object({
+    /** Node certificate lifetime: from minutes to days. */
+    leafLifetimeSeconds: seconds(300, 30 * 86400),
+  }).strict(),
+  manifests: z.object({
+    lifetimeSeconds: seconds(300, 365 * 86400),
+  }).strict(),
+  crl: z.object({
+    /** nextUpdate - thisUpdate; the hub regenerates at half of it and on every revocation. */
+    lifetimeSeconds: seconds(600, 30 * 86400),
+  }).strict(),
+  limits: z.object({
+    maxMessageBytes: z.number().int().min(4096).max(4 * 1024 * 1024),
+    /** Longest a unary RPC may take before the server gives up. */
+    rpcTimeoutMs: z.number().int().min(100).max(120_000),
+  }).strict(),
+  /** The federation's OpenID provider (device flow); null until configured. */
+  idp: z.object({
+    issuer: z.url(),
+    clientId: z.string().min(1),
+    audience: z.string().min(1),
+    scopes: z.array(z.string().min(1)).max(16),
+  }).strict().nullable(),
+}).strict();
+
+export type HubConfig = z.infer<typeof HubConfigSchema>;
+
+export function defaultHubConfig(federationId: string, hostnames: readonly string[]): HubConfig {
+  const first = hostnames[0];
+  if (first === undefined) throw new TypeError('at least one hostname');
+  const host = first.includes(':') ? `[${first}]` : first;
+  return {
+    version: 1,
+    federationId,
+    hostnames: [...hostnames],
+    grpc: { listen: '0.0.0.0:8443', publicAddress: `${host}:8443` },
+    https: { listen: '0.0.0.0:8444', publicUrl: `https://${host}:8444` },
+    certificates: { leafLifetimeSeconds: 86400 },
+    manifests: { lifetimeSeconds: 7 * 86400 },
+    crl: { lifetimeSeconds: 86400 },
+    limits: { maxMessageBytes: 64 * 1024, rpcTimeoutMs: 10_000 },
+    idp: null,
+  };
+}
+
+export function parseHubConfig(input: unknown, source: string): Readonly<HubConfig> {
+  const r = HubConfigSchema.safeParse(input);
+  if (!r.success) {
+    const first = r.error.issues[0];
+    const where = first === undefined ? '' : first.path.map(String).join('.');
+    throw new SepalError(ErrorCodes.CONFIG_INVALID, `${source}: ${where || '(root)'}: ${first?.message ?? 'invalid'}`, {
+      detail: { path: where, issues: r.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) },
+    });
+  }
+  return deepFreeze(r.data);
+}
+
+export function loadHubConfig(file: string): Readonly<HubConfig> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SepalError(ErrorCodes.CONFIG_INVALID, `${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new SepalError(ErrorCodes.CONFIG_INVALID, `${file}: not valid JSON`, { cause: e });
+  }
+  return parseHubConfig(json, file);
+}
+
+export function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,129 @@
+// The AgentApi handlers. Each one decodes its request at the edge, proves the caller from its
+// verified client certificate (never from the request), and answers with a coded error otherwise.
+import * as grpc from '@grpc/grpc-js';
+import type { Credentials, EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchManifestRequest } from '../../proto/api.ts';
+import { ErrorCodes, type ErrorCode } from '../../proto/errors.ts';
+import { SepalError } from '../errors.ts';
+import type { HubContext, IssuedCredentials, PeerIdentity } from '../service/context.ts';
+import { renewCertificate } from '../service/issuance.ts';
+import { recordDenial } from '../service/security-events.ts';
+import { serviceError, toServiceError } from './errors.ts';
+import type { PeerVerdict } from './peer.ts';
+import type { ManifestCall, ManifestStreams } from './streams.ts';
+
+const MAX_CSR_BYTES = 16 * 1024;
+const MAX_STATUS_JSON = 32 * 1024;
+
+export interface HandlerDeps {
+  readonly ctx: HubContext;
+  readonly streams: ManifestStreams;
+  /** The verdict recorded for the connection the call came in on. */
+  readonly verdictFor: (peer: string) => PeerVerdict | undefined;
+  /** Enrollment arrives with the OIDC issue; until then the RPC answers ENROLLMENT_UNAVAILABLE. */
+  readonly enroll?: (req: EnrollRequest, peer: string) => Promise<unknown>;
+  readonly isShuttingDown: () => boolean;
+}
+
+export function toWireCredentials(c: IssuedCredentials): Credentials {
+  return { certificateDer: c.certDer, chainDer: [...c.chainDer], caBundleDer: [...c.rootsDer], notAfterUnixMs: String(c.notAfter) };
+}
+
+async function deny(deps: HandlerDeps, code: ErrorCode, peer: string, detail: Record<string, unknown>, who: { nodeId?: string; org?: string } = {}): Promise<never> {
+  await recordDenial(deps.ctx, code, `peer:${peer}`, detail, who);
+  throw new SepalError(code, code);
+}
+
+/** Proves the caller: verified certificate on this connection, unexpired, known, unrevoked. */
+export async function authenticate(deps: HandlerDeps, call: { getPeer(): string }): Promise<PeerIdentity> {
+  const peer = call.getPeer();
+  const v = deps.verdictFor(peer);
+  if (v === undefined) return deny(deps, ErrorCodes.CLIENT_CERT_MISSING, peer, {});
+  if (!v.ok) return deny(deps, v.code, peer, v.detail);
+  const id = v.identity;
+  if (deps.ctx.clock() >= id.notAfter) return deny(deps, ErrorCodes.CLIENT_CERT_EXPIRED, peer, { serial: id.serial }, id);
+  const acc = await deps.ctx.store.certAcceptance(id.serial);
+  if (acc.cert === null || acc.node === null || acc.cert.nodeId !== id.nodeId || acc.node.org !== id.org || acc.cert.fingerprint !== v.fingerprint) {
+    return deny(deps, ErrorCodes.CLIENT_CERT_UNKNOWN, peer, { serial: id.serial }, id);
+  }
+  if (acc.node.state === 'revoked' || acc.cert.revokedAt !== null) return deny(deps, ErrorCodes.CLIENT_CERT_REVOKED, peer, { serial: id.serial }, id);
+  return id;
+}
+
+function unary<Req, Res>(deps: HandlerDeps, fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    if (deps.isShuttingDown()) {
+      callback(serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
+      return;
+    }
+    fn(call).then((res) => callback(null, res), (e: unknown) => {
+      if (!(e instanceof SepalError)) deps.ctx.log.error({ err: e, event: 'rpc.failed', peer: call.getPeer() }, 'rpc failed');
+      callback(toServiceError(e));
+    });
+  };
+}
+
+function checkCsr(csr: unknown): Buffer {
+  if (!Buffer.isBuffer(csr) || csr.length === 0) throw new SepalError(ErrorCodes.CSR_MALFORMED, 'csr_der is empty');
+  if (csr.length > MAX_CSR_BYTES) throw new SepalError(ErrorCodes.MESSAGE_TOO_LARGE, `csr_der exceeds ${MAX_CSR_BYTES} bytes`);
+  return csr;
+}
+
+export function buildHandlers(deps: HandlerDeps): grpc.UntypedServiceImplementation {
+  const { ctx, streams } = deps;
+
+  const Renew = unary<RenewRequest, RenewResponse>(deps, async (call) => {
+    const id = await authenticate(deps, call);
+    try {
+      const creds = await renewCertificate(ctx, id, checkCsr(call.request.csrDer));
+      return { credentials: toWireCredentials(creds) };
+    } catch (e) {
+      if (e instanceof SepalError && e.code !== ErrorCodes.INTERNAL) await recordDenial(ctx, e.code, `node:${id.nodeId}`, { rpc: 'Renew' }, id);
+      throw e;
+    }
+  });
+
+  const ReportStatus = unary<StatusReport, StatusAck>(deps, async (call) => {
+    const id = await authenticate(deps, call);
+    const r = call.request;
+    const json = JSON.stringify({
+      ready: r.ready === true, supernodeState: String(r.supernodeState).slice(0, 64), vpnState: String(r.vpnState).slice(0, 64),
+      manifestVersion: String(r.manifestVersion), facts: r.facts ?? null, rejectedManifests: (r.rejectedManifests ?? []).slice(0, 32),
+      detail: r.detailJson.length > 0 ? r.detailJson.slice(0, MAX_STATUS_JSON) : null,
+    });
+    await ctx.store.recordStatus(id.nodeId, json, ctx.clock());
+    return { serverTimeUnixMs: String(ctx.clock()) };
+  });
+
+  const WatchManifest: grpc.handleServerStreamingCall<WatchManifestRequest, ManifestEnvelope> = (call) => {
+    const c = call as ManifestCall;
+    if (deps.isShuttingDown()) {
+      c.destroy(serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
+      return;
+    }
+    authenticate(deps, call).then(async (id) => {
+      let known: bigint;
+      try {
+        known = BigInt(call.request.knownVersion || '0');
+      } catch {
+        throw new SepalError(ErrorCodes.INVALID_ARGUMENT, 'known_version is not an integer');
+      }
+      const remove = streams.add(id.nodeId, c, known);
+      call.on('cancelled', remove);
+      call.on('close', remove);
+      call.on('error', remove);
+      await ctx.store.touchNode(id.nodeId, ctx.clock());
+      const latest = await ctx.store.latestManifest(id.nodeId);
+      if (latest !== null) streams.push(id.nodeId, { jws: latest.jws, version: String(latest.version) });
+    }).catch((e: unknown) => {
+      if (!(e instanceof SepalError)) ctx.log.error({ err: e, event: 'rpc.failed' }, 'WatchManifest failed');
+      c.destroy(toServiceError(e));
+    });
+  };
+
+  const Enroll = unary<EnrollRequest, unknown>(deps, async (call) => {
+    if (deps.enroll === undefined) throw new SepalError(ErrorCodes.ENROLLMENT_UNAVAILABLE, 'enrollment is not configured on this hub');
+    return deps.enroll(call.request, call.getPeer());
+  });
+
+  return { Enroll, Renew, WatchManifest, ReportStatus };
+}

@@ -1,0 +1,21 @@
+// The hub's Prometheus metrics, on a registry of its own (never the global one).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class HubMetrics {
+  readonly registry = new Registry();
+  readonly issued = new Counter({ name: 'sepal_hub_certificates_issued_total', help: 'Certificates issued, by kind (enroll, renew)', labelNames: ['kind'] as const, registers: [this.registry] });
+  readonly issuanceSeconds = new Histogram({
+    name: 'sepal_hub_issuance_duration_seconds', help: 'CSR verify + sign + store, seconds',
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers: [this.registry],
+  });
+  readonly denials = new Counter({ name: 'sepal_hub_denials_total', help: 'Requests refused, by reason code', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly nodes = new Gauge({ name: 'sepal_hub_nodes', help: 'Nodes by state', labelNames: ['state'] as const, registers: [this.registry] });
+  readonly openStreams = new Gauge({ name: 'sepal_hub_manifest_streams_open', help: 'Open WatchManifest streams', registers: [this.registry] });
+  readonly manifestsPublished = new Counter({ name: 'sepal_hub_manifests_published_total', help: 'Manifests signed and published', registers: [this.registry] });
+  readonly revocations = new Counter({ name: 'sepal_hub_revocations_total', help: 'Nodes revoked (seen by this hub process)', registers: [this.registry] });
+  readonly crlNextUpdate = new Gauge({ name: 'sepal_hub_crl_next_update_timestamp_seconds', help: 'nextUpdate of the CRL being served', registers: [this.registry] });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'sepal_hub_' });
+  }
+}

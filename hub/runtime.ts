@@ -1,0 +1,162 @@
+// Opening a hub from its data dir, and running it (`serve`): gRPC + HTTPS listeners, the change
+// feed that makes admin commands from other processes take effect, CRL refresh, and graceful
+// shutdown (streams closed, store flushed).
+import type { FastifyInstance } from 'fastify';
+import * as grpc from '@grpc/grpc-js';
+import { loadHubConfig, type HubConfig } from './config.ts';
+import type { HubPaths } from './datadir.ts';
+import { ErrorCodes } from '../proto/errors.ts';
+import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
+import { buildHttpServer } from './http/server.ts';
+import type { AdminAuthenticator } from './http/admin.ts';
+import { createLogger, type Logger } from './log.ts';
+import { HubMetrics } from './metrics.ts';
+import { loadAuthority } from './service/authority.ts';
+import type { HubContext } from './service/context.ts';
+import { CrlPublisher } from './service/crl.ts';
+import { ChangeFeed } from './service/feed.ts';
+import { ManifestService } from './service/manifests.ts';
+import { revokeNode } from './service/revocation.ts';
+import { SqliteStore } from './store/sqlite.ts';
+import type { AuditEntry } from './store/store.ts';
+
+export interface OpenHubOptions {
+  readonly log?: Logger;
+  readonly clock?: () => number;
+  readonly metrics?: HubMetrics;
+  /** Overrides applied after the config file is read (command-line flags). */
+  readonly override?: (c: HubConfig) => HubConfig;
+}
+
+export interface OpenHub {
+  readonly ctx: HubContext;
+  readonly crl: CrlPublisher;
+  readonly manifests: ManifestService;
+  revoke(nodeId: string, actor: string): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+export async function openHub(paths: HubPaths, opts: OpenHubOptions = {}): Promise<OpenHub> {
+  const fileConfig = loadHubConfig(paths.config);
+  const config = opts.override === undefined ? fileConfig : opts.override(structuredClone(fileConfig));
+  const authority = loadAuthority(paths);
+  const store = SqliteStore.open(paths.db);
+  await store.migrate();
+  const ctx: HubContext = {
+    config,
+    paths,
+    store,
+    authority,
+    log: opts.log ?? createLogger(),
+    metrics: opts.metrics ?? new HubMetrics(),
+    clock: opts.clock ?? Date.now,
+  };
+  const crl = new CrlPublisher(ctx);
+  const manifests = new ManifestService(ctx);
+  return {
+    ctx,
+    crl,
+    manifests,
+    revoke: (nodeId, actor) => revokeNode(ctx, crl, nodeId, actor),
+    close: () => store.close(),
+  };
+}
+
+export interface ServeOptions extends OpenHubOptions {
+  readonly grpcAddr?: { host: string; port: number };
+  readonly httpsAddr?: { host: string; port: number };
+  readonly adminAuth?: AdminAuthenticator;
+  readonly feedIntervalMs?: number;
+}
+
+export interface RunningHub {
+  readonly hub: OpenHub;
+  readonly grpcPort: number;
+  readonly httpsPort: number;
+  readonly grpc: RunningGrpcServer;
+  readonly http: FastifyInstance;
+  /** Applies changes other processes made (normally every feedIntervalMs). */
+  syncNow(): Promise<void>;
+  close(graceMs?: number): Promise<void>;
+}
+
+export function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  let host = s.slice(0, i);
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  return { host, port: Number(s.slice(i + 1)) };
+}
+
+export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promise<RunningHub> {
+  const hub = await openHub(paths, opts);
+  const { ctx } = hub;
+  await hub.crl.refresh();
+
+  let grpcServer: RunningGrpcServer | null = null;
+  const onChange = async (e: AuditEntry): Promise<void> => {
+    if (grpcServer === null || e.nodeId === null) {
+      if (e.event === 'keys.rotated') ctx.log.info({ event: 'keys.seen', seq: e.seq }, 'signing keys changed');
+      return;
+    }
+    if (e.event === 'node.revoked') {
+      grpcServer.streams.close(e.nodeId, grpc.status.PERMISSION_DENIED, ErrorCodes.NODE_REVOKED, 'node revoked');
+      if (hub.crl.current === null || hub.crl.current.thisUpdate < e.at) await hub.crl.refresh();
+    } else if (e.event === 'manifest.published' && grpcServer.streams.has(e.nodeId)) {
+      const m = await ctx.store.latestManifest(e.nodeId);
+      if (m !== null) grpcServer.streams.push(e.nodeId, { jws: m.jws, version: String(m.version) });
+    }
+  };
+  const feed = new ChangeFeed(ctx.store, ctx.log, onChange);
+  await feed.start(opts.feedIntervalMs ?? 250);
+
+  const g = opts.grpcAddr ?? splitHostPort(ctx.config.grpc.listen);
+  const h = opts.httpsAddr ?? splitHostPort(ctx.config.https.listen);
+  grpcServer = await startGrpcServer({ ctx, host: g.host, port: g.port });
+  let listening = false;
+  const http = await buildHttpServer({
+    ctx,
+    crl: hub.crl,
+    manifests: hub.manifests,
+    revoke: async (nodeId, actor) => {
+      const s = await hub.revoke(nodeId, actor);
+      await feed.poll();
+      return s;
+    },
+    https: { key: ctx.authority.serverKeyPem, cert: ctx.authority.serverChainPem },
+    readiness: () => ({ ready: listening, checks: { grpc: grpcServer !== null, https: listening, crl: hub.crl.current !== null } }),
+    ...(opts.adminAuth === undefined ? {} : { adminAuth: opts.adminAuth }),
+  });
+  await http.listen({ host: h.host, port: h.port });
+  listening = true;
+  const addr = http.server.address();
+  const httpsPort = typeof addr === 'object' && addr !== null ? addr.port : h.port;
+  ctx.log.info({ event: 'https.listening', host: h.host, port: httpsPort }, 'HTTPS listening');
+
+  // Regenerate the CRL well before nextUpdate even when nothing is revoked.
+  const crlTimer = setInterval(() => {
+    if (hub.crl.isStale(ctx.clock())) hub.crl.refresh().catch((err: unknown) => ctx.log.error({ err, event: 'crl.refresh_failed' }, 'CRL refresh failed'));
+  }, 60_000);
+  crlTimer.unref();
+
+  const running = grpcServer;
+  let closing: Promise<void> | null = null;
+  return {
+    hub,
+    grpcPort: running.port,
+    httpsPort,
+    grpc: running,
+    http,
+    syncNow: () => feed.poll(),
+    close: (graceMs = 5000) => {
+      closing ??= (async () => {
+        listening = false;
+        clearInterval(crlTimer);
+        await feed.stop();
+        await Promise.all([running.close(graceMs), http.close()]);
+        await hub.close();
+        ctx.log.info({ event: 'hub.stopped' }, 'hub stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,91 @@
+// Publishing manifests: validate the body against the schema in proto/, sign one JWS per node
+// with the active key, and store them with strictly increasing versions in one transaction.
+import { parseManifestBody } from '../../proto/manifest.ts';
+import { SepalError, ErrorCodes } from '../errors.ts';
+import { ManifestSigner } from '../manifest/signer.ts';
+import { generateSigningKey, loadSigningKey, publishedKeys } from '../manifest/keyset.ts';
+import type { JWK } from 'jose';
+import type { ManifestRecord } from '../store/store.ts';
+import type { HubContext } from './context.ts';
+import { recordDenial } from './security-events.ts';
+
+export type ManifestTarget = { readonly nodeId: string } | { readonly org: string };
+
+export class ManifestService {
+  readonly #ctx: HubContext;
+  #signer: ManifestSigner | null = null;
+
+  constructor(ctx: HubContext) {
+    this.#ctx = ctx;
+  }
+
+  /** The signer for the store's active key; reloaded when another process rotated keys. */
+  async activeSigner(): Promise<ManifestSigner> {
+    const ctx = this.#ctx;
+    const keys = await ctx.store.listSigningKeys();
+    const active = keys.find((k) => k.retiredAt === null);
+    if (active === undefined) throw new SepalError(ErrorCodes.DATA_DIR_INVALID, 'no active manifest signing key (run sepal-hub keys rotate)');
+    if (this.#signer?.kid !== active.kid) {
+      const { privateKey } = await loadSigningKey(ctx.paths.manifestKeysDir, active.kid);
+      this.#signer = new ManifestSigner({
+        issuer: ctx.config.https.publicUrl,
+        federationId: ctx.config.federationId,
+        kid: active.kid,
+        privateKey,
+        lifetimeMs: ctx.config.manifests.lifetimeSeconds * 1000,
+        clock: ctx.clock,
+      });
+    }
+    return this.#signer;
+  }
+
+  async publish(target: ManifestTarget, rawBody: unknown, actor: string): Promise<ManifestRecord[]> {
+    const ctx = this.#ctx;
+    const parsed = parseManifestBody(rawBody);
+    if (!parsed.ok) {
+      await recordDenial(ctx, ErrorCodes.MANIFEST_INVALID, actor, { issues: parsed.issues.slice(0, 10) });
+      const first = parsed.issues[0];
+      throw new SepalError(ErrorCodes.MANIFEST_INVALID, `manifest body is invalid at ${first?.path || '(root)'}: ${first?.message ?? ''}`, { detail: { issues: parsed.issues } });
+    }
+    const nodes = 'nodeId' in target
+      ? [await ctx.store.getNode(target.nodeId)].filter((n) => n !== null)
+      : await ctx.store.listNodes({ org: target.org });
+    const active = nodes.filter((n) => n.state === 'active');
+    if (active.length === 0) {
+      throw new SepalError(ErrorCodes.NOT_FOUND, 'nodeId' in target ? `no active node ${target.nodeId}` : `no active node in organisation ${target.org}`);
+    }
+    const signer = await this.activeSigner();
+    const body = parsed.value;
+    const records = await ctx.store.publishManifests(
+      active.map((n) => n.id),
+      (nodeId, org, version) => {
+        const s = signer.sign({ nodeId, org, version, body });
+        return { kid: s.kid, jws: s.jws, expiresAt: s.expiresAt };
+      },
+      (nodeId, org, version) => ({ event: 'manifest.published', actor, nodeId, org, detail: { version, kid: signer.kid } }),
+      ctx.clock(),
+    );
+    ctx.metrics.manifestsPublished.inc(records.length);
+    ctx.log.info({ event: 'manifest.published', nodes: records.length, kid: signer.kid, actor }, 'manifests published');
+    return records;
+  }
+
+  /** Adds a new signing key; the previous one stays published while its manifests live. */
+  async rotateKeys(actor: string): Promise<{ kid: string; previous: string | null }> {
+    const ctx = this.#ctx;
+    const before = (await ctx.store.listSigningKeys()).find((k) => k.retiredAt === null);
+    const { kid, publicJwk } = await generateSigningKey(ctx.paths.manifestKeysDir);
+    await ctx.store.addSigningKey({ kid, publicJwk: JSON.stringify(publicJwk) }, { event: 'keys.rotated', actor, detail: { kid, previous: before?.kid ?? null } }, ctx.clock());
+    ctx.log.info({ event: 'keys.rotated', kid, previous: before?.kid ?? null }, 'manifest signing key rotated');
+    return { kid, previous: before?.kid ?? null };
+  }
+
+  /** The JWKS agents verify manifests with. */
+  async jwks(): Promise<{ keys: JWK[] }> {
+    const ctx = this.#ctx;
+    const keys = await ctx.store.listSigningKeys();
+    const expiry = new Map<string, number | null>();
+    for (const k of keys) if (k.retiredAt !== null) expiry.set(k.kid, await ctx.store.lastManifestExpiryForKey(k.kid));
+    return { keys: publishedKeys(keys, (kid) => expiry.get(kid) ?? null, ctx.clock()) };
+  }
+}

@@ -1,0 +1,2 @@
+// The version every binary and package reports.
+export const VERSION = '0.1.0';

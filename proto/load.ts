@@ -1,0 +1,37 @@
+// Loads sepal.proto for @grpc/grpc-js. Both hub and agent use these exact loader options, so the
+// decoded shapes are the ones described in api.ts.
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
+
+export const PROTO_PATH = fileURLToPath(new URL('./sepal.proto', import.meta.url));
+
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+};
+
+export const AGENT_API_SERVICE = 'sepal.v1.AgentApi';
+
+let cached: grpc.GrpcObject | null = null;
+
+export function loadAgentApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
+  cached ??= grpc.loadPackageDefinition(protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS));
+  const ctor = ((cached['sepal'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject)['AgentApi'] as grpc.ServiceClientConstructor;
+  return { service: ctor.service, client: ctor };
+}
+
+/** Channel options both sides agree on: message size limits and keepalives. */
+export function channelOptions(maxMessageBytes: number): grpc.ChannelOptions {
+  return {
+    'grpc.max_receive_message_length': maxMessageBytes,
+    'grpc.max_send_message_length': maxMessageBytes,
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+  };
+}
