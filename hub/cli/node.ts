@@ -6,8 +6,9 @@ import { parse, UsageError } from './args.ts';
 import { COMMON, out, pathsFrom, table, withHub } from './common.ts';
 
 function gpuSummary(n: NodeView): string {
-  const f = n.facts as { gpus?: Array<{ model?: string }> } | null;
-  const gpus = f?.gpus ?? [];
+  type Facts = { gpus?: Array<{ model?: string }> } | null | undefined;
+  const reported = (n.status as { facts?: Facts } | null)?.facts;
+  const gpus = (reported ?? (n.facts as Facts))?.gpus ?? [];
   return gpus.length === 0 ? '-' : `${gpus.length}x ${gpus[0]?.model ?? '?'}`;
 }
 

@@ -9,7 +9,8 @@ import { renewCertificate } from '../service/issuance.ts';
 import { recordDenial } from '../service/security-events.ts';
 import { serviceError, toServiceError } from './errors.ts';
 import type { PeerVerdict } from './peer.ts';
-import type { ManifestCall, ManifestStreams } from './streams.ts';
+import { failStream, type ManifestCall, type ManifestStreams } from './streams.ts';
+import { oversizedLength } from './limits.ts';
 
 const MAX_CSR_BYTES = 16 * 1024;
 const MAX_STATUS_JSON = 32 * 1024;
@@ -31,6 +32,13 @@ export function toWireCredentials(c: IssuedCredentials): Credentials {
 async function deny(deps: HandlerDeps, code: ErrorCode, peer: string, detail: Record<string, unknown>, who: { nodeId?: string; org?: string } = {}): Promise<never> {
   await recordDenial(deps.ctx, code, `peer:${peer}`, detail, who);
   throw new SepalError(code, code);
+}
+
+/** A request larger than the configured limit arrives as a marker (see limits.ts): refuse it
+ *  with a coded error and a security event before anything else looks at it. */
+async function rejectOversized(deps: HandlerDeps, call: { request: unknown; getPeer(): string }): Promise<void> {
+  const size = oversizedLength(call.request);
+  if (size !== null) await deny(deps, ErrorCodes.MESSAGE_TOO_LARGE, call.getPeer(), { bytes: size });
 }
 
 /** Proves the caller: verified certificate on this connection, unexpired, known, unrevoked. */
@@ -55,7 +63,7 @@ function unary<Req, Res>(deps: HandlerDeps, fn: (call: grpc.ServerUnaryCall<Req,
       callback(serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
       return;
     }
-    fn(call).then((res) => callback(null, res), (e: unknown) => {
+    rejectOversized(deps, call).then(() => fn(call)).then((res) => callback(null, res), (e: unknown) => {
       if (!(e instanceof SepalError)) deps.ctx.log.error({ err: e, event: 'rpc.failed', peer: call.getPeer() }, 'rpc failed');
       callback(toServiceError(e));
     });
@@ -97,10 +105,10 @@ export function buildHandlers(deps: HandlerDeps): grpc.UntypedServiceImplementat
   const WatchManifest: grpc.handleServerStreamingCall<WatchManifestRequest, ManifestEnvelope> = (call) => {
     const c = call as ManifestCall;
     if (deps.isShuttingDown()) {
-      c.destroy(serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
+      failStream(c, serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
       return;
     }
-    authenticate(deps, call).then(async (id) => {
+    rejectOversized(deps, call).then(() => authenticate(deps, call)).then(async (id) => {
       let known: bigint;
       try {
         known = BigInt(call.request.knownVersion || '0');
@@ -116,7 +124,7 @@ export function buildHandlers(deps: HandlerDeps): grpc.UntypedServiceImplementat
       if (latest !== null) streams.push(id.nodeId, { jws: latest.jws, version: String(latest.version) });
     }).catch((e: unknown) => {
       if (!(e instanceof SepalError)) ctx.log.error({ err: e, event: 'rpc.failed' }, 'WatchManifest failed');
-      c.destroy(toServiceError(e));
+      failStream(c, toServiceError(e));
     });
   };
 

@@ -5,9 +5,9 @@
 import * as grpc from '@grpc/grpc-js';
 import tls from 'node:tls';
 import { loadAgentApi, channelOptions } from '../../proto/load.ts';
-import { ERROR_CODE_METADATA_KEY, ErrorCodes } from '../../proto/errors.ts';
+import { ErrorCodes } from '../../proto/errors.ts';
+import { HARD_LIMIT_FACTOR, limitRequests } from './limits.ts';
 import type { HubContext } from '../service/context.ts';
-import { recordDenial } from '../service/security-events.ts';
 import { buildHandlers, type HandlerDeps } from './handlers.ts';
 import { verifyPeer, type PeerVerdict } from './peer.ts';
 import { ManifestStreams } from './streams.ts';
@@ -35,36 +35,22 @@ function secureContextOptions(ctx: HubContext): tls.SecureContextOptions {
   };
 }
 
-/** Adds the error-code trailer to RESOURCE_EXHAUSTED answers that grpc-js itself produces for an
- *  oversized message (before any handler runs) and records them as security events. */
-function oversizeInterceptor(ctx: HubContext): grpc.ServerInterceptor {
-  return (methodDescriptor, call) => new grpc.ServerInterceptingCall(call, {
-    sendStatus: (sent, next) => {
-      let status = sent;
-      if (status.code === grpc.status.RESOURCE_EXHAUSTED && (status.metadata?.get(ERROR_CODE_METADATA_KEY).length ?? 0) === 0) {
-        const metadata = status.metadata ?? new grpc.Metadata();
-        metadata.set(ERROR_CODE_METADATA_KEY, ErrorCodes.MESSAGE_TOO_LARGE);
-        status = { ...status, metadata };
-        void recordDenial(ctx, ErrorCodes.MESSAGE_TOO_LARGE, `peer:${call.getPeer()}`, { rpc: methodDescriptor.path });
-      }
-      next(status);
-    },
-  });
-}
-
 export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningGrpcServer> {
   const { ctx } = opts;
   const verdicts = new Map<string, PeerVerdict>();
   const streams = new ManifestStreams(ctx.metrics);
   let shuttingDown = false;
 
+  const limit = ctx.config.limits.maxMessageBytes;
   const server = new grpc.Server({
-    ...channelOptions(ctx.config.limits.maxMessageBytes),
+    ...channelOptions(limit),
+    // grpc-js refuses anything above this before decoding, without a code we could attach; up to
+    // it, limitRequests() turns an oversized request into a coded, audited refusal.
+    'grpc.max_receive_message_length': limit * HARD_LIMIT_FACTOR,
     'grpc.max_concurrent_streams': 1000,
-    interceptors: [oversizeInterceptor(ctx)],
   });
   const { service } = loadAgentApi();
-  server.addService(service, buildHandlers({
+  server.addService(limitRequests(service, limit), buildHandlers({
     ctx,
     streams,
     verdictFor: (peer) => verdicts.get(peer),

@@ -77,5 +77,12 @@ export class ManifestStreams {
 export function endWithError(call: ManifestCall, status: grpc.status, code: ErrorCode, message: string): void {
   const md = new grpc.Metadata();
   md.set(ERROR_CODE_METADATA_KEY, code);
-  call.destroy(Object.assign(new Error(message), { code: status, details: message, metadata: md }));
+  failStream(call, Object.assign(new Error(message), { code: status, details: message, metadata: md }));
+}
+
+/** Ends a server stream with an error status. (grpc-js sends the status on 'error'; destroy()
+ *  would drop the stream without one and leave the client waiting.) */
+export function failStream(call: ManifestCall, err: grpc.ServiceError): void {
+  if (call.destroyed || call.writableEnded) return;
+  call.emit('error', err);
 }

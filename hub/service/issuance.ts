@@ -18,8 +18,9 @@ interface Minted {
 function mint(ctx: HubContext, csr: Buffer | string, nodeId: string, org: string): Minted {
   const verified = parseAndVerifyCsr(csr);
   const now = ctx.clock();
-  const notBefore = now - BACKDATE_MS;
-  const notAfter = now + ctx.config.certificates.leafLifetimeSeconds * 1000;
+  // X.509 times have whole seconds: record exactly what the certificate says.
+  const notBefore = Math.floor((now - BACKDATE_MS) / 1000) * 1000;
+  const notAfter = Math.floor((now + ctx.config.certificates.leafLifetimeSeconds * 1000) / 1000) * 1000;
   const issued = ctx.authority.leafIssuer.issue({
     spkiDer: verified.spkiDer,
     nodeId,

@@ -1,0 +1,143 @@
+// A real hub for tests: `init` into a temp dir, `serve` on 127.0.0.1 port 0, silent logs, and
+// gRPC clients with whatever certificate a test wants to present.
+import * as grpc from '@grpc/grpc-js';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { loadAgentApi, channelOptions } from '../../proto/load.ts';
+import { ERROR_CODE_METADATA_KEY } from '../../proto/errors.ts';
+import { hubPaths, type HubPaths } from '../../hub/datadir.ts';
+import { initDataDir } from '../../hub/service/init.ts';
+import { serveHub, type RunningHub } from '../../hub/runtime.ts';
+import { enrollNode } from '../../hub/service/issuance.ts';
+import { derToPem } from '../../hub/ca/pem.ts';
+import { silentLogger } from '../../hub/log.ts';
+import type { HubConfig } from '../../hub/config.ts';
+import { makeCsr, newKey, type TestKey } from './csr.ts';
+
+export const REPO = path.resolve(import.meta.dirname, '../..');
+const run = promisify(execFile);
+
+export function tempDir(prefix = 'sepal-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface TestHub {
+  readonly dir: string;
+  readonly paths: HubPaths;
+  readonly running: RunningHub;
+  readonly grpcTarget: string;
+  readonly httpsUrl: string;
+  readonly caPem: string;
+  stop(): Promise<void>;
+}
+
+export async function startTestHub(opts: { configure?: (c: HubConfig) => HubConfig; feedIntervalMs?: number } = {}): Promise<TestHub> {
+  const dir = tempDir();
+  const paths = hubPaths(path.join(dir, 'hub'));
+  await initDataDir(paths, {
+    hostnames: ['localhost', '127.0.0.1'],
+    configure: (c) => {
+      const base = { ...c, grpc: { listen: '127.0.0.1:0', publicAddress: 'localhost:0' }, https: { listen: '127.0.0.1:0', publicUrl: 'https://localhost:8444' } };
+      return opts.configure === undefined ? base : opts.configure(base);
+    },
+  });
+  const running = await serveHub(paths, { log: silentLogger(), feedIntervalMs: opts.feedIntervalMs ?? 50 });
+  return {
+    dir,
+    paths,
+    running,
+    grpcTarget: `localhost:${running.grpcPort}`,
+    httpsUrl: `https://localhost:${running.httpsPort}`,
+    caPem: running.hub.ctx.authority.bundlePem,
+    stop: async () => {
+      await running.close(1000);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestNode {
+  readonly nodeId: string;
+  readonly org: string;
+  readonly key: TestKey;
+  readonly certPem: string;
+  readonly chainPem: string;
+  readonly serial: string;
+}
+
+/** Enrolls through the service layer (the Enroll RPC's authentication arrives with OIDC). */
+export async function enrollTestNode(hub: TestHub, org = 'org-a'): Promise<TestNode> {
+  const key = newKey();
+  const { node, credentials } = await enrollNode(hub.running.hub.ctx, { org, name: 'test', csr: makeCsr(key), facts: null, flowerPublicKey: null, actor: 'test' });
+  const certPem = derToPem(credentials.certDer, 'CERTIFICATE');
+  return { nodeId: node.id, org, key, certPem, chainPem: certPem + credentials.chainDer.map((d) => derToPem(d, 'CERTIFICATE')).join(''), serial: credentials.serial };
+}
+
+export type AgentClient = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
+
+export function client(hub: TestHub, identity?: { keyPem: string; certChainPem: string }, caPem = hub.caPem): AgentClient {
+  const { client: Ctor } = loadAgentApi();
+  const creds = identity === undefined
+    ? grpc.credentials.createSsl(Buffer.from(caPem))
+    : grpc.credentials.createSsl(Buffer.from(caPem), Buffer.from(identity.keyPem), Buffer.from(identity.certChainPem));
+  return new Ctor(hub.grpcTarget, creds, channelOptions(4 * 1024 * 1024)) as unknown as AgentClient;
+}
+
+export function nodeClient(hub: TestHub, node: TestNode): AgentClient {
+  return client(hub, { keyPem: node.key.keyPem, certChainPem: node.chainPem });
+}
+
+export function unaryCall<Res>(c: AgentClient, method: string, req: unknown): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const fn = c[method] as (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Res) => void) => void;
+    fn.call(c, req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) => (e === null ? resolve(r) : reject(e)));
+  });
+}
+
+export function errorCode(e: unknown): string | undefined {
+  const md = (e as grpc.ServiceError).metadata as grpc.Metadata | undefined;
+  const v = md?.get(ERROR_CODE_METADATA_KEY)[0];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export async function expectRpcError(p: Promise<unknown>): Promise<{ status: grpc.status; code: string | undefined }> {
+  try {
+    await p;
+  } catch (e) {
+    return { status: (e as grpc.ServiceError).code, code: errorCode(e) };
+  }
+  throw new Error('expected the call to fail');
+}
+
+/** Runs the real CLI (on this Node) against a data dir. */
+export async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [path.join(REPO, 'hub/cli/main.ts'), ...args], { encoding: 'utf8' });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof x.code === 'number' ? x.code : -1, stdout: x.stdout ?? '', stderr: x.stderr ?? '' };
+  }
+}
+
+export function sha256(b: Buffer): string {
+  return crypto.createHash('sha256').update(b).digest('hex');
+}
+
+/** HTTPS GET against the hub, trusting only its CA. */
+export async function httpsGet(hub: TestHub, p: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
+  const https = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${hub.httpsUrl}${p}`, { ca: hub.caPem, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
