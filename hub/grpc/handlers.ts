@@ -1,6 +1,6 @@
 // The AgentApi handlers. Each one decodes its request at the edge, proves the caller from its
 // verified client certificate (never from the request), and answers with a coded error otherwise.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { Credentials, EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchManifestRequest } from '../../proto/api.ts';
 import { ErrorCodes, type ErrorCode } from '../../proto/errors.ts';
 import { SepalError } from '../errors.ts';

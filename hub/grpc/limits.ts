@@ -22,7 +22,7 @@ export function limitRequests(service: grpc.ServiceDefinition, limit: number): g
     const decode = def.requestDeserialize;
     out[name] = {
       ...def,
-      requestDeserialize: (buf: Buffer) => (buf.length > limit ? ({ [OVERSIZED]: buf.length } satisfies Oversized) : decode(buf)),
+      requestDeserialize: (buf: Buffer): unknown => (buf.length > limit ? ({ [OVERSIZED]: buf.length } satisfies Oversized) : decode(buf)),
     };
   }
   return out;

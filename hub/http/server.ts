@@ -53,7 +53,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   const base = ctx.config.https.publicUrl.replace(/\/$/, '');
 
-  app.get('/.well-known/sepal-configuration', async () => ({
+  app.get('/.well-known/sepal-configuration', () => Promise.resolve({
     issuer: base,
     federation_id: ctx.config.federationId,
     grpc_address: ctx.config.grpc.publicAddress,
@@ -84,7 +84,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.get('/crl.pem', async (_req, reply) => reply.type('application/x-pem-file').send((await currentCrl()).pem));
   app.get('/crl.der', async (_req, reply) => reply.type('application/pkix-crl').send((await currentCrl()).der));
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', () => Promise.resolve({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const r = deps.readiness();
     return reply.code(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not-ready', checks: r.checks });

@@ -13,7 +13,7 @@ export interface TestKey {
 
 export function newKey(curve: 'P-256' | 'P-384' = 'P-256'): TestKey {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: curve });
-  return { privateKey, publicKey, spkiDer: publicKey.export({ type: 'spki', format: 'der' }), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string };
+  return { privateKey, publicKey, spkiDer: publicKey.export({ type: 'spki', format: 'der' }), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
 }
 
 const EXT_REQUEST = '1.2.840.113549.1.9.14';

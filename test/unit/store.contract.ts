@@ -1,0 +1,397 @@
+// The behavioural contract every Store implementation must pass (SQLite now, PostgreSQL later).
+// Implementation-neutral: only the Store interface and the audit chain verifier are used, and
+// list order is never assumed unless the contract states it.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ErrorCodes, isSepalError, type ErrorCode } from '../../hub/errors.ts';
+import { GENESIS_HASH, verifyAuditChain } from '../../hub/audit/chain.ts';
+import type { AuditEntry, AuditEvent, AuditInput, ManifestBuilder, Store } from '../../hub/store/store.ts';
+import { DAY, enrolledAudit, newCert, newNode, renewedAudit, serialFor, T0 } from './store.fixtures.ts';
+
+const revokedAudit = (nodeId: string, org: string): AuditInput => ({ event: 'node.revoked', actor: 'cli', nodeId, org, detail: {} });
+
+async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<void> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(isSepalError(err, code), `expected SepalError ${code}, got ${String(err)}`).toBe(true);
+}
+
+async function allAudit(store: Store): Promise<AuditEntry[]> {
+  return store.readAudit(0, 1_000_000);
+}
+
+async function enroll(store: Store, id: string, org = 'org-a', now = T0, notAfter = T0 + 30 * DAY) {
+  const serial = serialFor(`${id}/enroll`);
+  const cert = newCert(serial, id, org, 'enroll', notAfter);
+  const node = await store.enrollNode(newNode(id, org), cert, enrolledAudit(id, org, serial), now);
+  return { node, cert, serial };
+}
+
+async function renew(store: Store, id: string, n: number, org = 'org-a', now = T0 + n * DAY, notAfter = now + 30 * DAY) {
+  const serial = serialFor(`${id}/renew/${n}`);
+  const cert = newCert(serial, id, org, 'renew', notAfter);
+  await store.recordRenewal(cert, renewedAudit(id, org, serial), now);
+  return { cert, serial };
+}
+
+const manifestBuilder = (kid = 'k1', ttl = 7 * DAY, now = T0): ManifestBuilder =>
+  (nodeId, org, version) => ({ kid, jws: `jws:${nodeId}:${org}:${version}`, expiresAt: now + ttl });
+const manifestAudit = (nodeId: string, org: string, version: number): AuditInput =>
+  ({ event: 'manifest.published', actor: 'admin:alice', nodeId, org, detail: { version } });
+
+export function storeContractSuite(
+  name: string,
+  makeStore: () => Promise<{ store: Store; cleanup: () => Promise<void> }>,
+): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    let cleanup: () => Promise<void>;
+
+    beforeEach(async () => {
+      ({ store, cleanup } = await makeStore());
+      await store.migrate(); // idempotent: makeStore may already have migrated
+    });
+    afterEach(async () => {
+      await cleanup();
+    });
+
+    /** Asserts the audit log grew by exactly these events since `before`, and the chain verifies. */
+    async function expectNewAudit(before: number, events: AuditEvent[]): Promise<AuditEntry[]> {
+      const all = await allAudit(store);
+      const fresh = all.filter((e) => e.seq > before);
+      expect(fresh.map((e) => e.event)).toEqual(events);
+      const v = verifyAuditChain(all);
+      expect(v).toMatchObject({ ok: true, count: all.length });
+      expect(await store.auditHead()).toBe(all.at(-1)?.seq ?? 0);
+      return fresh;
+    }
+
+    describe('nodes and enrollment', () => {
+      it('enrolls a node with its certificate and one audit entry', async () => {
+        const { node, cert, serial } = await enroll(store, 'n1');
+        expect(node).toEqual({
+          id: 'n1', org: 'org-a', name: 'name of n1', state: 'active', createdAt: T0, revokedAt: null,
+          facts: JSON.stringify({ os: 'linux', id: 'n1' }), flowerPublicKey: 'ecdsa-sha2-nistp256 AAAAn1',
+          lastSeenAt: node.lastSeenAt, manifestVersion: 0, certSerial: serial, certNotAfter: cert.notAfter, status: null,
+        });
+        expect(await store.getNode('n1')).toEqual(node);
+
+        const stored = await store.getCert(serial);
+        expect(stored).not.toBeNull();
+        expect(stored!.der).toBeInstanceOf(Buffer);
+        expect(Buffer.compare(stored!.der, cert.der)).toBe(0);
+        expect({ ...stored!, der: null }).toEqual({
+          serial, nodeId: 'n1', org: 'org-a', kind: 'enroll', notBefore: cert.notBefore, notAfter: cert.notAfter,
+          fingerprint: cert.fingerprint, der: null, issuedAt: T0, revokedAt: null,
+        });
+
+        const [entry] = await expectNewAudit(0, ['node.enrolled']);
+        expect(entry).toMatchObject({
+          seq: 1, at: T0, actor: 'cli', nodeId: 'n1', org: 'org-a', reason: null, prevHash: GENESIS_HASH,
+          detail: `{"name":"name of n1","serial":"${serial}"}`,
+        });
+      });
+
+      it('returns null for unknown nodes and certificates', async () => {
+        expect(await store.getNode('nope')).toBeNull();
+        expect(await store.getCert(serialFor('nope'))).toBeNull();
+        expect(await store.certAcceptance(serialFor('nope'))).toEqual({ cert: null, node: null });
+        expect(await store.latestManifest('nope')).toBeNull();
+      });
+
+      it('lists nodes, optionally filtered by org', async () => {
+        await enroll(store, 'a1', 'org-a');
+        await enroll(store, 'b1', 'org-b', T0 + 1);
+        await enroll(store, 'a2', 'org-a', T0 + 2);
+        const ids = async (f?: { org?: string }) => (await store.listNodes(f)).map((n) => n.id).sort();
+        expect(await ids()).toEqual(['a1', 'a2', 'b1']);
+        expect(await ids({ org: 'org-a' })).toEqual(['a1', 'a2']);
+        expect(await ids({ org: 'org-b' })).toEqual(['b1']);
+        expect(await ids({ org: 'org-c' })).toEqual([]);
+        expect((await store.listNodes({ org: 'org-b' }))[0]).toEqual(await store.getNode('b1'));
+      });
+
+      it('refuses a duplicate node id with ALREADY_EXISTS and writes nothing', async () => {
+        const first = await enroll(store, 'n1');
+        const head = await store.auditHead();
+        const serial = serialFor('other');
+        await expectCode(store.enrollNode(newNode('n1', 'org-b'), newCert(serial, 'n1', 'org-b', 'enroll'),
+          enrolledAudit('n1', 'org-b', serial), T0 + 5), ErrorCodes.ALREADY_EXISTS);
+        expect(await store.getNode('n1')).toEqual(first.node);
+        expect(await store.getCert(serial)).toBeNull();
+        await expectNewAudit(head, []);
+      });
+
+      it('is atomic: an enrollment whose certificate serial exists leaves no node and no audit entry', async () => {
+        const { serial } = await enroll(store, 'n1');
+        const head = await store.auditHead();
+        await expectCode(store.enrollNode(newNode('n2'), newCert(serial, 'n2', 'org-a', 'enroll'),
+          enrolledAudit('n2', 'org-a', serial), T0 + 5), ErrorCodes.ALREADY_EXISTS);
+        expect(await store.getNode('n2')).toBeNull();
+        expect((await store.getCert(serial))!.nodeId).toBe('n1');
+        expect((await store.listNodes()).map((n) => n.id)).toEqual(['n1']);
+        await expectNewAudit(head, []);
+      });
+
+      it('stores status reports and bumps lastSeenAt without audit entries', async () => {
+        await enroll(store, 'n1');
+        const head = await store.auditHead();
+        await store.recordStatus('n1', '{"flower":"running"}', T0 + 1000);
+        let n = await store.getNode('n1');
+        expect(n).toMatchObject({ status: '{"flower":"running"}', lastSeenAt: T0 + 1000 });
+        await store.touchNode('n1', T0 + 2000);
+        n = await store.getNode('n1');
+        expect(n).toMatchObject({ status: '{"flower":"running"}', lastSeenAt: T0 + 2000 });
+        await expectNewAudit(head, []);
+        await expectCode(store.recordStatus('nope', '{}', T0), ErrorCodes.NOT_FOUND);
+        await expectCode(store.touchNode('nope', T0), ErrorCodes.NOT_FOUND);
+      });
+    });
+
+    describe('renewal and certificate acceptance', () => {
+      it('records a renewal: new cert, node points at it, one audit entry', async () => {
+        await enroll(store, 'n1');
+        const head = await store.auditHead();
+        const { cert, serial } = await renew(store, 'n1', 1);
+        const node = await store.getNode('n1');
+        expect(node).toMatchObject({ certSerial: serial, certNotAfter: cert.notAfter, state: 'active' });
+        expect(await store.getCert(serial)).toMatchObject({ kind: 'renew', nodeId: 'n1', org: 'org-a', issuedAt: T0 + DAY, revokedAt: null });
+        const [entry] = await expectNewAudit(head, ['cert.renewed']);
+        expect(entry).toMatchObject({ nodeId: 'n1', org: 'org-a', actor: 'node:n1', at: T0 + DAY, detail: `{"serial":"${serial}"}` });
+      });
+
+      it('refuses renewal for a revoked node (NODE_REVOKED) and an unknown one (NOT_FOUND), writing nothing', async () => {
+        await enroll(store, 'n1');
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 10);
+        const head = await store.auditHead();
+        await expectCode(renew(store, 'n1', 1), ErrorCodes.NODE_REVOKED);
+        await expectCode(renew(store, 'ghost', 1), ErrorCodes.NOT_FOUND);
+        expect(await store.getCert(serialFor('n1/renew/1'))).toBeNull();
+        expect(await store.getCert(serialFor('ghost/renew/1'))).toBeNull();
+        await expectNewAudit(head, []);
+      });
+
+      it('refuses a renewal that reuses a serial (ALREADY_EXISTS) and leaves the node unchanged', async () => {
+        const { serial, node } = await enroll(store, 'n1');
+        const head = await store.auditHead();
+        const dup = newCert(serial, 'n1', 'org-a', 'renew', T0 + 60 * DAY);
+        await expectCode(store.recordRenewal(dup, renewedAudit('n1', 'org-a', serial), T0 + DAY), ErrorCodes.ALREADY_EXISTS);
+        expect(await store.getNode('n1')).toEqual(node);
+        expect((await store.getCert(serial))!.kind).toBe('enroll');
+        await expectNewAudit(head, []);
+      });
+
+      it('certAcceptance returns the certificate and its node in one read', async () => {
+        await enroll(store, 'n1');
+        const { cert, serial } = await renew(store, 'n1', 1);
+        const acc = await store.certAcceptance(serial);
+        expect(acc.cert).toEqual(await store.getCert(serial));
+        expect(Buffer.compare(acc.cert!.der, cert.der)).toBe(0);
+        expect(acc.node).toEqual(await store.getNode('n1'));
+
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 5 * DAY);
+        const after = await store.certAcceptance(serial);
+        expect(after.cert!.revokedAt).toBe(T0 + 5 * DAY);
+        expect(after.node).toMatchObject({ state: 'revoked', revokedAt: T0 + 5 * DAY });
+      });
+    });
+
+    describe('revocation', () => {
+      it('revokes the node and all its certificates; idempotent; NOT_FOUND for unknown nodes', async () => {
+        const a = await enroll(store, 'n1');
+        const r1 = await renew(store, 'n1', 1);
+        const r2 = await renew(store, 'n1', 2);
+        const other = await enroll(store, 'n2');
+        const head = await store.auditHead();
+
+        const revoked = await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 9 * DAY);
+        expect([...revoked].sort()).toEqual([a.serial, r1.serial, r2.serial].sort());
+        expect(await store.getNode('n1')).toMatchObject({ state: 'revoked', revokedAt: T0 + 9 * DAY });
+        for (const s of revoked) expect((await store.getCert(s))!.revokedAt).toBe(T0 + 9 * DAY);
+        expect(await store.getNode('n2')).toMatchObject({ state: 'active', revokedAt: null });
+        expect((await store.getCert(other.serial))!.revokedAt).toBeNull();
+        const [entry] = await expectNewAudit(head, ['node.revoked']);
+        expect(entry).toMatchObject({ nodeId: 'n1', org: 'org-a', at: T0 + 9 * DAY });
+
+        const head2 = await store.auditHead();
+        expect(await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 10 * DAY)).toEqual([]);
+        expect(await store.getNode('n1')).toMatchObject({ revokedAt: T0 + 9 * DAY });
+        await expectNewAudit(head2, []);
+
+        await expectCode(store.revokeNode('ghost', revokedAudit('ghost', 'org-a'), T0), ErrorCodes.NOT_FOUND);
+        await expectNewAudit(head2, []);
+      });
+
+      it('listRevokedCerts lists revoked certificates that have not expired', async () => {
+        // n1: enroll cert expires at T0+2d, renewal at T0+40d; n2 stays active.
+        const a = await enroll(store, 'n1', 'org-a', T0, T0 + 2 * DAY);
+        const r = await renew(store, 'n1', 1, 'org-a', T0 + DAY, T0 + 40 * DAY);
+        await enroll(store, 'n2', 'org-a', T0, T0 + 40 * DAY);
+        expect(await store.listRevokedCerts(T0)).toEqual([]);
+
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + DAY + 1);
+        const sorted = async (now: number) => (await store.listRevokedCerts(now)).sort((x, y) => x.serial.localeCompare(y.serial));
+        expect(await sorted(T0 + DAY + 1)).toEqual([
+          { serial: a.serial, revokedAt: T0 + DAY + 1, notAfter: T0 + 2 * DAY },
+          { serial: r.serial, revokedAt: T0 + DAY + 1, notAfter: T0 + 40 * DAY },
+        ].sort((x, y) => x.serial.localeCompare(y.serial)));
+        // once the enrollment cert has expired it drops off the list
+        expect(await store.listRevokedCerts(T0 + 3 * DAY)).toEqual([{ serial: r.serial, revokedAt: T0 + DAY + 1, notAfter: T0 + 40 * DAY }]);
+        expect(await store.listRevokedCerts(T0 + 41 * DAY)).toEqual([]);
+      });
+    });
+
+    describe('manifests', () => {
+      it('allocates strictly increasing versions per node and skips revoked nodes', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2', 'org-b');
+        await enroll(store, 'n3');
+        await store.revokeNode('n3', revokedAudit('n3', 'org-a'), T0 + 1);
+        const head = await store.auditHead();
+
+        const calls: string[] = [];
+        const build: ManifestBuilder = (nodeId, org, version) => {
+          calls.push(`${nodeId}/${org}/${version}`);
+          return manifestBuilder()(nodeId, org, version);
+        };
+        const first = await store.publishManifests(['n1', 'n2', 'n3'], build, manifestAudit, T0 + 100);
+        expect(calls).toEqual(['n1/org-a/1', 'n2/org-b/1']);
+        expect(first).toEqual([
+          { nodeId: 'n1', version: 1, kid: 'k1', jws: 'jws:n1:org-a:1', issuedAt: T0 + 100, expiresAt: T0 + 7 * DAY },
+          { nodeId: 'n2', version: 1, kid: 'k1', jws: 'jws:n2:org-b:1', issuedAt: T0 + 100, expiresAt: T0 + 7 * DAY },
+        ]);
+        const second = await store.publishManifests(['n1'], manifestBuilder(), manifestAudit, T0 + 200);
+        const third = await store.publishManifests(['n1', 'n2'], manifestBuilder(), manifestAudit, T0 + 300);
+        expect(second.map((m) => m.version)).toEqual([2]);
+        expect(third.map((m) => `${m.nodeId}@${m.version}`)).toEqual(['n1@3', 'n2@2']);
+
+        expect(await store.latestManifest('n1')).toEqual(third[0]);
+        expect(await store.latestManifest('n2')).toEqual(third[1]);
+        expect(await store.latestManifest('n3')).toBeNull();
+        expect(await store.getNode('n1')).toMatchObject({ manifestVersion: 3 });
+        expect(await store.getNode('n2')).toMatchObject({ manifestVersion: 2 });
+        expect(await store.getNode('n3')).toMatchObject({ manifestVersion: 0 });
+
+        const fresh = await expectNewAudit(head, Array<AuditEvent>(5).fill('manifest.published'));
+        expect(fresh.map((e) => `${e.nodeId}/${e.org}/${e.detail}`)).toEqual([
+          'n1/org-a/{"version":1}', 'n2/org-b/{"version":1}', 'n1/org-a/{"version":2}', 'n1/org-a/{"version":3}', 'n2/org-b/{"version":2}',
+        ]);
+      });
+
+      it('is all-or-nothing: a build failure for the second node stores nothing for the first', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2');
+        await store.publishManifests(['n1'], manifestBuilder(), manifestAudit, T0 + 1);
+        const head = await store.auditHead();
+        const before = await store.latestManifest('n1');
+
+        const failing: ManifestBuilder = (nodeId, org, version) => {
+          if (nodeId === 'n2') throw new Error('signer exploded');
+          return manifestBuilder('k2')(nodeId, org, version);
+        };
+        await expect(store.publishManifests(['n1', 'n2'], failing, manifestAudit, T0 + 2)).rejects.toThrow('signer exploded');
+        expect(await store.latestManifest('n1')).toEqual(before);
+        expect(await store.latestManifest('n2')).toBeNull();
+        expect(await store.getNode('n1')).toMatchObject({ manifestVersion: 1 });
+        expect(await store.lastManifestExpiryForKey('k2')).toBeNull();
+        await expectNewAudit(head, []);
+
+        // the version is not burnt: the next publish for n1 gets 2
+        const next = await store.publishManifests(['n1', 'n2'], manifestBuilder(), manifestAudit, T0 + 3);
+        expect(next.map((m) => `${m.nodeId}@${m.version}`)).toEqual(['n1@2', 'n2@1']);
+      });
+
+      it('fails with NOT_FOUND for an unknown node and stores nothing', async () => {
+        await enroll(store, 'n1');
+        const head = await store.auditHead();
+        await expectCode(store.publishManifests(['n1', 'ghost'], manifestBuilder(), manifestAudit, T0 + 1), ErrorCodes.NOT_FOUND);
+        expect(await store.latestManifest('n1')).toBeNull();
+        await expectNewAudit(head, []);
+      });
+
+      it('lastManifestExpiryForKey is the latest expiry signed with that key', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2');
+        expect(await store.lastManifestExpiryForKey('k1')).toBeNull();
+        await store.publishManifests(['n1', 'n2'], manifestBuilder('k1', 7 * DAY), manifestAudit, T0);
+        await store.publishManifests(['n1'], manifestBuilder('k1', 9 * DAY), manifestAudit, T0);
+        await store.publishManifests(['n2'], manifestBuilder('k2', 3 * DAY), manifestAudit, T0);
+        expect(await store.lastManifestExpiryForKey('k1')).toBe(T0 + 9 * DAY);
+        expect(await store.lastManifestExpiryForKey('k2')).toBe(T0 + 3 * DAY);
+        expect(await store.lastManifestExpiryForKey('k3')).toBeNull();
+      });
+    });
+
+    describe('signing keys', () => {
+      it('adds keys, retiring the previous active one, with an audit entry each', async () => {
+        const rotated = (kid: string): AuditInput => ({ event: 'keys.rotated', actor: 'cli', detail: { kid } });
+        expect(await store.listSigningKeys()).toEqual([]);
+        await store.addSigningKey({ kid: 'k1', publicJwk: '{"kty":"OKP","x":"1"}' }, rotated('k1'), T0);
+        await store.addSigningKey({ kid: 'k2', publicJwk: '{"kty":"OKP","x":"2"}' }, rotated('k2'), T0 + DAY);
+        const keys = (await store.listSigningKeys()).sort((a, b) => a.kid.localeCompare(b.kid));
+        expect(keys).toEqual([
+          { kid: 'k1', publicJwk: '{"kty":"OKP","x":"1"}', createdAt: T0, retiredAt: T0 + DAY },
+          { kid: 'k2', publicJwk: '{"kty":"OKP","x":"2"}', createdAt: T0 + DAY, retiredAt: null },
+        ]);
+        const head = await store.auditHead();
+        await expectCode(store.addSigningKey({ kid: 'k1', publicJwk: '{}' }, rotated('k1'), T0 + 2 * DAY), ErrorCodes.ALREADY_EXISTS);
+        // k2 is still the active key: the failed add retired nothing
+        expect((await store.listSigningKeys()).filter((k) => k.retiredAt === null).map((k) => k.kid)).toEqual(['k2']);
+        await expectNewAudit(head, []);
+        const all = await allAudit(store);
+        expect(all.map((e) => [e.event, e.detail])).toEqual([['keys.rotated', '{"kid":"k1"}'], ['keys.rotated', '{"kid":"k2"}']]);
+      });
+    });
+
+    describe('audit log', () => {
+      it('appends chained entries with canonical detail; reads them in pages; reports the head', async () => {
+        expect(await store.auditHead()).toBe(0);
+        expect(await store.readAudit(0, 10)).toEqual([]);
+        expect(verifyAuditChain(await allAudit(store))).toEqual({ ok: true, count: 0, headHash: GENESIS_HASH });
+
+        const e1 = await store.appendAudit({ event: 'security.denied', actor: 'peer:10.0.0.1', reason: ErrorCodes.CLIENT_CERT_UNKNOWN,
+          nodeId: 'x', org: 'o', detail: { z: 1, a: { y: [1, 'two', null], b: true } } }, T0);
+        expect(e1).toMatchObject({ seq: 1, at: T0, event: 'security.denied', actor: 'peer:10.0.0.1', reason: 'CLIENT_CERT_UNKNOWN',
+          nodeId: 'x', org: 'o', detail: '{"a":{"b":true,"y":[1,"two",null]},"z":1}', prevHash: GENESIS_HASH });
+        expect(e1.hash).toMatch(/^[0-9a-f]{64}$/);
+        const e2 = await store.appendAudit({ event: 'token.created', actor: 'cli' }, T0 + 1);
+        expect(e2).toMatchObject({ seq: 2, nodeId: null, org: null, reason: null, detail: '{}', prevHash: e1.hash });
+        for (let i = 0; i < 8; i++) await store.appendAudit({ event: 'token.revoked', actor: 'cli', detail: { i } }, T0 + 2 + i);
+
+        expect(await store.auditHead()).toBe(10);
+        const all = await allAudit(store);
+        expect(all[0]).toEqual(e1);
+        expect(all[1]).toEqual(e2);
+        expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        expect((await store.readAudit(3, 4)).map((e) => e.seq)).toEqual([4, 5, 6, 7]);
+        expect((await store.readAudit(8, 100)).map((e) => e.seq)).toEqual([9, 10]);
+        expect(await store.readAudit(10, 100)).toEqual([]);
+        expect(await store.readAudit(0, 0)).toEqual([]);
+        expect(verifyAuditChain(all)).toEqual({ ok: true, count: 10, headHash: all[9]!.hash });
+      });
+
+      it('every write produces exactly its audit entries and the chain verifies', async () => {
+        const events: AuditEvent[] = [];
+        const step = async (write: () => Promise<unknown>, expected: AuditEvent[]) => {
+          const before = await store.auditHead();
+          await write();
+          events.push(...expected);
+          await expectNewAudit(before, expected);
+        };
+        await step(() => store.addSigningKey({ kid: 'k1', publicJwk: '{}' }, { event: 'keys.rotated', actor: 'cli', detail: { kid: 'k1' } }, T0), ['keys.rotated']);
+        await step(() => enroll(store, 'n1'), ['node.enrolled']);
+        await step(() => enroll(store, 'n2', 'org-b'), ['node.enrolled']);
+        await step(() => renew(store, 'n1', 1), ['cert.renewed']);
+        await step(() => store.recordStatus('n1', '{}', T0 + 5), []);
+        await step(() => store.touchNode('n2', T0 + 6), []);
+        await step(() => store.publishManifests(['n1', 'n2'], manifestBuilder(), manifestAudit, T0 + 7), ['manifest.published', 'manifest.published']);
+        await step(() => store.revokeNode('n2', revokedAudit('n2', 'org-b'), T0 + 8), ['node.revoked']);
+        await step(() => store.revokeNode('n2', revokedAudit('n2', 'org-b'), T0 + 9), []);
+        await step(() => store.publishManifests(['n1', 'n2'], manifestBuilder(), manifestAudit, T0 + 10), ['manifest.published']);
+        await step(() => store.appendAudit({ event: 'token.created', actor: 'cli' }, T0 + 11), ['token.created']);
+        await step(() => renew(store, 'n2', 1).catch(() => undefined), []);
+        const all = await allAudit(store);
+        expect(all.map((e) => e.event)).toEqual(events);
+        expect(verifyAuditChain(all)).toMatchObject({ ok: true, count: events.length });
+      });
+    });
+  });
+}
