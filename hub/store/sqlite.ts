@@ -29,6 +29,14 @@ import type {
 
 type Row = readonly SQLOutputValue[];
 
+interface PendingRenewal {
+  readonly cert: NewCert;
+  readonly audit: AuditInput;
+  readonly now: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
 const NODE_COLS = 'id, org, name, state, created_at, revoked_at, facts, flower_public_key, last_seen_at, manifest_version, cert_serial, cert_not_after, status';
 const CERT_COLS = 'serial, node_id, org, kind, not_before, not_after, fingerprint, der, issued_at, revoked_at';
 const AUDIT_COLS = 'seq, at, event, actor, node_id, org, reason, detail, prev_hash, hash';
@@ -166,6 +174,7 @@ function checkTime(now: number): void {
 export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #s: Statements;
+  readonly #renewals: PendingRenewal[] = [];
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
@@ -218,7 +227,10 @@ export class SqliteStore implements Store {
   }
 
   close(): Promise<void> {
-    return settle(() => { if (this.#db.isOpen) this.#db.close(); });
+    return settle(() => {
+      this.#flushRenewals();
+      if (this.#db.isOpen) this.#db.close();
+    });
   }
 
   // ---- transactions and the audit chain -------------------------------------------------------
@@ -291,19 +303,59 @@ export class SqliteStore implements Store {
     });
   }
 
+  /**
+   * Group commit: renewals that arrive in the same event-loop turn are written in one transaction
+   * (the renewal hot path is dominated by BEGIN/COMMIT otherwise). Each renewal is still all or
+   * nothing: a node-state refusal writes nothing for that renewal and does not touch the others;
+   * any other failure rolls the batch back and each renewal is retried in a transaction of its own.
+   */
   recordRenewal(cert: NewCert, audit: AuditInput, now: number): Promise<void> {
-    return settle(() => {
+    try {
       checkTime(now);
       if (cert.kind !== 'renew') throw new TypeError(`recordRenewal needs a 'renew' certificate, got '${cert.kind}'`);
-      this.#tx(() => {
-        const node = getRow(this.#s.nodeBrief, cert.nodeId);
-        if (node === undefined) throw new SepalError(ErrorCodes.NOT_FOUND, `node ${cert.nodeId} not found`);
-        if (node[0] !== 'active') throw new SepalError(ErrorCodes.NODE_REVOKED, `node ${cert.nodeId} is revoked`);
-        if (node[1] !== cert.org) throw new TypeError(`certificate org ${cert.org} is not the node's org`);
-        this.#insertCert(cert, now);
-        this.#s.nodeSetCert.run(cert.serial, cert.notAfter, cert.nodeId);
-        this.#appendInTx(audit, now, cert.nodeId, cert.org);
-      });
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new TypeError(String(e)));
+    }
+    return new Promise((resolve, reject) => {
+      this.#renewals.push({ cert, audit, now, resolve, reject });
+      if (this.#renewals.length === 1) setImmediate(() => this.#flushRenewals());
+    });
+  }
+
+  /** One renewal inside an open transaction; a refusal is returned before anything is written. */
+  #renewInTx(r: PendingRenewal): SepalError | null {
+    const node = getRow(this.#s.nodeBrief, r.cert.nodeId);
+    if (node === undefined) return new SepalError(ErrorCodes.NOT_FOUND, `node ${r.cert.nodeId} not found`);
+    if (node[0] !== 'active') return new SepalError(ErrorCodes.NODE_REVOKED, `node ${r.cert.nodeId} is revoked`);
+    if (node[1] !== r.cert.org) throw new TypeError(`certificate org ${r.cert.org} is not the node's org`);
+    this.#insertCert(r.cert, r.now);
+    this.#s.nodeSetCert.run(r.cert.serial, r.cert.notAfter, r.cert.nodeId);
+    this.#appendInTx(r.audit, r.now, r.cert.nodeId, r.cert.org);
+    return null;
+  }
+
+  #flushRenewals(): void {
+    const batch = this.#renewals.splice(0);
+    if (batch.length === 0) return;
+    let outcomes: Array<SepalError | null>;
+    try {
+      outcomes = this.#tx(() => batch.map((r) => this.#renewInTx(r)));
+    } catch {
+      for (const r of batch) {
+        try {
+          const refusal = this.#tx(() => this.#renewInTx(r));
+          if (refusal === null) r.resolve();
+          else r.reject(refusal);
+        } catch (e) {
+          r.reject(e as Error);
+        }
+      }
+      return;
+    }
+    batch.forEach((r, i) => {
+      const refusal = outcomes[i];
+      if (refusal === null || refusal === undefined) r.resolve();
+      else r.reject(refusal);
     });
   }
 

@@ -179,6 +179,30 @@ export function storeContractSuite(
         await expectNewAudit(head, []);
       });
 
+
+      it('concurrent renewals: each is all or nothing, a refused or failing one does not sink the others', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2');
+        await enroll(store, 'n3');
+        await store.revokeNode('n2', revokedAudit('n2', 'org-a'), T0 + 1);
+        const head = await store.auditHead();
+        const dupSerial = serialFor('n3/enroll');
+        const results = await Promise.allSettled([
+          renew(store, 'n1', 1),
+          renew(store, 'n2', 1),
+          store.recordRenewal(newCert(dupSerial, 'n3', 'org-a', 'renew'), renewedAudit('n3', 'org-a', dupSerial), T0 + DAY),
+          renew(store, 'n1', 2),
+          renew(store, 'n3', 3),
+        ]);
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled', 'fulfilled']);
+        expect(isSepalError((results[1] as PromiseRejectedResult).reason, ErrorCodes.NODE_REVOKED)).toBe(true);
+        expect(isSepalError((results[2] as PromiseRejectedResult).reason, ErrorCodes.ALREADY_EXISTS)).toBe(true);
+        expect((await store.getNode('n1'))!.certSerial).toBe(serialFor('n1/renew/2'));
+        expect((await store.getNode('n2'))!.certSerial).toBe(serialFor('n2/enroll'));
+        expect((await store.getNode('n3'))!.certSerial).toBe(serialFor('n3/renew/3'));
+        await expectNewAudit(head, ['cert.renewed', 'cert.renewed', 'cert.renewed']);
+        expect(verifyAuditChain(await allAudit(store)).ok).toBe(true);
+      });
       it('certAcceptance returns the certificate and its node in one read', async () => {
         await enroll(store, 'n1');
         const { cert, serial } = await renew(store, 'n1', 1);
