@@ -71,10 +71,13 @@ export function defaultHubConfig(federationId: string, hostnames: readonly strin
 export function parseHubConfig(input: unknown, source: string): Readonly<HubConfig> {
   const r = HubConfigSchema.safeParse(input);
   if (!r.success) {
-    const first = r.error.issues[0];
-    const where = first === undefined ? '' : first.path.map(String).join('.');
+    // An unknown key is reported at the key itself (`grpc.extra`), not at the object holding it.
+    const issues = r.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => [...i.path, k]) : [i.path])
+      .map((p) => ({ path: p.map(String).join('.'), message: i.message })));
+    const first = issues[0];
+    const where = first?.path ?? '';
     throw new SepalError(ErrorCodes.CONFIG_INVALID, `${source}: ${where || '(root)'}: ${first?.message ?? 'invalid'}`, {
-      detail: { path: where, issues: r.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) },
+      detail: { path: where, issues },
     });
   }
   return deepFreeze(r.data);

@@ -16,6 +16,13 @@ export class HubMetrics {
   readonly crlNextUpdate = new Gauge({ name: 'sepal_hub_crl_next_update_timestamp_seconds', help: 'nextUpdate of the CRL being served', registers: [this.registry] });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'sepal_hub_' });
+    if (opts.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'sepal_hub_' });
+      // prom-client names these gauges `_total`, which only counters may end in (promtool check
+      // metrics refuses the scrape); the same counts stay available, by type, without the suffix.
+      for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+        this.registry.removeSingleMetric(`sepal_hub_${n}`);
+      }
+    }
   }
 }

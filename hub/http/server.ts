@@ -35,6 +35,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const app = Fastify({
     logger: false,
     bodyLimit: ctx.config.limits.maxMessageBytes,
+    // Fastify's default Ajv strips properties that `additionalProperties: false` forbids; refuse
+    // them instead, so a mistyped field (`nodeID`) is an error, never silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
     ...(deps.https === undefined ? {} : { https: { key: deps.https.key, cert: deps.https.cert, minVersion: 'TLSv1.3' as const } }),
   });
   await app.register(helmet, { contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } } });
