@@ -11,7 +11,8 @@ const seconds = (min: number, max: number) => z.number().int().min(min).max(max)
 
 export const HubConfigSchema = z.object({
   version: z.literal(1),
-  federationId: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+  /** Also the trust domain in node URIs and part of the CA names (at most 47 characters). */
+  federationId: z.string().regex(/^[a-z0-9][a-z0-9-]{0,46}$/),
   hostnames: z.array(z.string().min(1).max(253)).min(1).max(32),
   grpc: z.object({
     listen: hostPort,

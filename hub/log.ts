@@ -11,6 +11,8 @@ const REDACT = [
   'req.headers.authorization', 'headers.authorization',
 ];
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
 export function createLogger(opts: { level?: string; name?: string; destination?: pino.DestinationStream } = {}): Logger {
   return pino({
     name: opts.name ?? 'sepal-hub',

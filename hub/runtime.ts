@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadHubConfig, type HubConfig } from './config.ts';
 import type { HubPaths } from './datadir.ts';
 import { ErrorCodes } from '../proto/errors.ts';
+import { listenOrExplain } from './listen.ts';
 import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { buildHttpServer } from './http/server.ts';
 import type { AdminAuthenticator } from './http/admin.ts';
@@ -90,73 +91,92 @@ export function splitHostPort(s: string): { host: string; port: number } {
 export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promise<RunningHub> {
   const hub = await openHub(paths, opts);
   const { ctx } = hub;
-  await hub.crl.refresh();
-
-  let grpcServer: RunningGrpcServer | null = null;
-  const onChange = async (e: AuditEntry): Promise<void> => {
-    if (grpcServer === null || e.nodeId === null) {
-      if (e.event === 'keys.rotated') ctx.log.info({ event: 'keys.seen', seq: e.seq }, 'signing keys changed');
-      return;
-    }
-    if (e.event === 'node.revoked') {
-      grpcServer.streams.close(e.nodeId, grpc.status.PERMISSION_DENIED, ErrorCodes.NODE_REVOKED, 'node revoked');
-      if (hub.crl.current === null || hub.crl.current.thisUpdate < e.at) await hub.crl.refresh();
-    } else if (e.event === 'manifest.published' && grpcServer.streams.has(e.nodeId)) {
-      const m = await ctx.store.latestManifest(e.nodeId);
-      if (m !== null) grpcServer.streams.push(e.nodeId, { jws: m.jws, version: String(m.version) });
-    }
+  // Everything started so far, undone in reverse if a later step fails (a port in use, say),
+  // so a failed start never leaves a half-running hub behind.
+  const undo: Array<() => Promise<void>> = [() => hub.close()];
+  const unwind = async (): Promise<void> => {
+    for (const f of undo.reverse()) await f().catch(() => undefined);
   };
-  const feed = new ChangeFeed(ctx.store, ctx.log, onChange);
-  await feed.start(opts.feedIntervalMs ?? 250);
+  try {
+    await hub.crl.refresh();
 
-  const g = opts.grpcAddr ?? splitHostPort(ctx.config.grpc.listen);
-  const h = opts.httpsAddr ?? splitHostPort(ctx.config.https.listen);
-  grpcServer = await startGrpcServer({ ctx, host: g.host, port: g.port });
-  let listening = false;
-  const http = await buildHttpServer({
-    ctx,
-    crl: hub.crl,
-    manifests: hub.manifests,
-    revoke: async (nodeId, actor) => {
-      const s = await hub.revoke(nodeId, actor);
-      await feed.poll();
-      return s;
-    },
-    https: { key: ctx.authority.serverKeyPem, cert: ctx.authority.serverChainPem },
-    readiness: () => ({ ready: listening, checks: { grpc: grpcServer !== null, https: listening, crl: hub.crl.current !== null } }),
-    ...(opts.adminAuth === undefined ? {} : { adminAuth: opts.adminAuth }),
-  });
-  await http.listen({ host: h.host, port: h.port });
-  listening = true;
-  const addr = http.server.address();
-  const httpsPort = typeof addr === 'object' && addr !== null ? addr.port : h.port;
-  ctx.log.info({ event: 'https.listening', host: h.host, port: httpsPort }, 'HTTPS listening');
+    let grpcServer: RunningGrpcServer | null = null;
+    const onChange = async (e: AuditEntry): Promise<void> => {
+      if (grpcServer === null || e.nodeId === null) {
+        if (e.event === 'keys.rotated') ctx.log.info({ event: 'keys.seen', seq: e.seq }, 'signing keys changed');
+        return;
+      }
+      if (e.event === 'node.revoked') {
+        grpcServer.streams.close(e.nodeId, grpc.status.PERMISSION_DENIED, ErrorCodes.NODE_REVOKED, 'node revoked');
+        // The revoking process regenerates too; doing it here as well covers one that died
+        // between its commit and its CRL write. The CRL lock keeps the newest list on disk.
+        await hub.crl.refresh();
+      } else if (e.event === 'manifest.published' && grpcServer.streams.has(e.nodeId)) {
+        const m = await ctx.store.latestManifest(e.nodeId);
+        if (m !== null) grpcServer.streams.push(e.nodeId, { jws: m.jws, version: String(m.version) });
+      }
+    };
+    const feed = new ChangeFeed(ctx.store, ctx.log, onChange);
+    await feed.start(opts.feedIntervalMs ?? 250);
+    undo.push(() => feed.stop());
 
-  // Regenerate the CRL well before nextUpdate even when nothing is revoked.
-  const crlTimer = setInterval(() => {
-    if (hub.crl.isStale(ctx.clock())) hub.crl.refresh().catch((err: unknown) => ctx.log.error({ err, event: 'crl.refresh_failed' }, 'CRL refresh failed'));
-  }, 60_000);
-  crlTimer.unref();
+    const g = opts.grpcAddr ?? splitHostPort(ctx.config.grpc.listen);
+    const h = opts.httpsAddr ?? splitHostPort(ctx.config.https.listen);
+    const running = await startGrpcServer({ ctx, host: g.host, port: g.port });
+    grpcServer = running;
+    undo.push(() => running.close(0));
+    let listening = false;
+    const http = await buildHttpServer({
+      ctx,
+      crl: hub.crl,
+      manifests: hub.manifests,
+      revoke: async (nodeId, actor) => {
+        const s = await hub.revoke(nodeId, actor);
+        await feed.poll();
+        return s;
+      },
+      https: { key: ctx.authority.serverKeyPem, cert: ctx.authority.serverChainPem },
+      readiness: () => {
+        const crl = hub.crl.isValid(ctx.clock());
+        return { ready: listening && crl, checks: { grpc: true, https: listening, crl } };
+      },
+      ...(opts.adminAuth === undefined ? {} : { adminAuth: opts.adminAuth }),
+    });
+    undo.push(() => http.close());
+    await listenOrExplain(() => http.listen({ host: h.host, port: h.port }), h);
+    listening = true;
+    const addr = http.server.address();
+    const httpsPort = typeof addr === 'object' && addr !== null ? addr.port : h.port;
+    ctx.log.info({ event: 'https.listening', host: h.host, port: httpsPort }, 'HTTPS listening');
 
-  const running = grpcServer;
-  let closing: Promise<void> | null = null;
-  return {
-    hub,
-    grpcPort: running.port,
-    httpsPort,
-    grpc: running,
-    http,
-    syncNow: () => feed.poll(),
-    close: (graceMs = 5000) => {
-      closing ??= (async () => {
-        listening = false;
-        clearInterval(crlTimer);
-        await feed.stop();
-        await Promise.all([running.close(graceMs), http.close()]);
-        await hub.close();
-        ctx.log.info({ event: 'hub.stopped' }, 'hub stopped');
-      })();
-      return closing;
-    },
-  };
+    // Regenerate the CRL well before nextUpdate even when nothing is revoked.
+    const crlTimer = setInterval(() => {
+      if (hub.crl.isStale(ctx.clock())) hub.crl.refresh().catch((err: unknown) => ctx.log.error({ err, event: 'crl.refresh_failed' }, 'CRL refresh failed'));
+    }, 60_000);
+    crlTimer.unref();
+
+    let closing: Promise<void> | null = null;
+    return {
+      hub,
+      grpcPort: running.port,
+      httpsPort,
+      grpc: running,
+      http,
+      syncNow: () => feed.poll(),
+      close: (graceMs = 5000) => {
+        closing ??= (async () => {
+          listening = false;
+          clearInterval(crlTimer);
+          await feed.stop();
+          await Promise.all([running.close(graceMs), http.close()]);
+          await hub.close();
+          ctx.log.info({ event: 'hub.stopped' }, 'hub stopped');
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    await unwind();
+    throw e;
+  }
 }

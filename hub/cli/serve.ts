@@ -1,13 +1,15 @@
 // sepal-hub serve: runs until SIGTERM/SIGINT, then shuts down gracefully.
-import { createLogger } from '../log.ts';
+import { createLogger, LOG_LEVELS } from '../log.ts';
 import { serveHub, splitHostPort } from '../runtime.ts';
-import { checkHostPort, parse } from './args.ts';
+import { checkHostPort, parse, UsageError } from './args.ts';
 import { COMMON, pathsFrom } from './common.ts';
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { ...COMMON, 'grpc-addr': { type: 'string' }, 'https-addr': { type: 'string' } });
   const paths = pathsFrom(v);
-  const log = createLogger({ level: v['log-level'] ?? 'info' });
+  const level = v['log-level'] ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const log = createLogger({ level });
   const running = await serveHub(paths, {
     log,
     ...(v['grpc-addr'] === undefined ? {} : { grpcAddr: splitHostPort(checkHostPort(v['grpc-addr'], '--grpc-addr')) }),

@@ -26,6 +26,7 @@ const STATUS: Partial<Record<ErrorCode, grpc.status>> = {
   ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
   ENROLLMENT_UNAVAILABLE: grpc.status.FAILED_PRECONDITION,
   SHUTTING_DOWN: grpc.status.UNAVAILABLE,
+  TIMEOUT: grpc.status.DEADLINE_EXCEEDED,
 };
 
 export function statusFor(code: ErrorCode): grpc.status {

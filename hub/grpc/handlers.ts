@@ -57,15 +57,28 @@ export async function authenticate(deps: HandlerDeps, call: { getPeer(): string 
   return id;
 }
 
+/** A unary handler with the hub's rules: refused while shutting down, oversized requests
+ *  refused first, coded errors only, and an answer within limits.rpcTimeoutMs (a slow store
+ *  must not hold a caller forever; work already started may still complete). */
 function unary<Req, Res>(deps: HandlerDeps, fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     if (deps.isShuttingDown()) {
       callback(serviceError(ErrorCodes.SHUTTING_DOWN, 'hub is shutting down'));
       return;
     }
-    rejectOversized(deps, call).then(() => fn(call)).then((res) => callback(null, res), (e: unknown) => {
+    let answered = false;
+    const timer = setTimeout(() => {
+      answered = true;
+      deps.ctx.log.warn({ event: 'rpc.timeout', peer: call.getPeer() }, 'rpc took too long');
+      callback(serviceError(ErrorCodes.TIMEOUT, 'the hub did not answer in time'));
+    }, deps.ctx.config.limits.rpcTimeoutMs);
+    rejectOversized(deps, call).then(() => fn(call)).then((res) => {
+      clearTimeout(timer);
+      if (!answered) callback(null, res);
+    }, (e: unknown) => {
+      clearTimeout(timer);
       if (!(e instanceof SepalError)) deps.ctx.log.error({ err: e, event: 'rpc.failed', peer: call.getPeer() }, 'rpc failed');
-      callback(toServiceError(e));
+      if (!answered) callback(toServiceError(e));
     });
   };
 }

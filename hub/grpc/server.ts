@@ -11,6 +11,7 @@ import type { HubContext } from '../service/context.ts';
 import { buildHandlers, type HandlerDeps } from './handlers.ts';
 import { verifyPeer, type PeerVerdict } from './peer.ts';
 import { ManifestStreams } from './streams.ts';
+import { listenOrExplain } from '../listen.ts';
 
 export interface GrpcServerOptions {
   readonly ctx: HubContext;
@@ -76,13 +77,13 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
     ctx.log.debug({ event: 'tls.handshake_failed', code: (err as NodeJS.ErrnoException).code, peer: socket.remoteAddress }, 'TLS handshake failed');
   });
 
-  await new Promise<void>((resolve, reject) => {
+  await listenOrExplain(() => new Promise<void>((resolve, reject) => {
     tlsServer.once('error', reject);
     tlsServer.listen(opts.port, opts.host, () => {
       tlsServer.off('error', reject);
       resolve();
     });
-  });
+  }), opts);
   const addr = tlsServer.address();
   const port = typeof addr === 'object' && addr !== null ? addr.port : opts.port;
   ctx.log.info({ event: 'grpc.listening', host: opts.host, port }, 'gRPC agent API listening');

@@ -80,12 +80,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
 
   app.get('/ca.pem', async (_req, reply) => reply.type('application/x-pem-file').send(ctx.authority.bundlePem));
 
-  async function currentCrl() {
-    const crl = deps.crl.current;
-    return crl !== null && !deps.crl.isStale(ctx.clock()) ? crl : deps.crl.refresh();
-  }
-  app.get('/crl.pem', async (_req, reply) => reply.type('application/x-pem-file').send((await currentCrl()).pem));
-  app.get('/crl.der', async (_req, reply) => reply.type('application/pkix-crl').send((await currentCrl()).der));
+  app.get('/crl.pem', async (_req, reply) => reply.type('application/x-pem-file').send((await deps.crl.current()).pem));
+  app.get('/crl.der', async (_req, reply) => reply.type('application/pkix-crl').send((await deps.crl.current()).der));
 
   app.get('/healthz', () => Promise.resolve({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {

@@ -1,55 +1,106 @@
 // The CRL: signed by the issuing CA, served over HTTPS and written to the data dir for the
 // OpenVPN server's crl-verify. Regenerated on every revocation and before nextUpdate.
-import { buildCrl, crlToPem } from '../ca/crl.ts';
-import { writeFileAtomicSync } from '../fsutil.ts';
+//
+// Several processes share a data dir (the server and admin commands), and each may regenerate.
+// A lock file serialises "read the revoked list, sign, write": whoever takes the lock after a
+// revocation committed sees it, so a slower writer can never replace a newer list with an older
+// one. The HTTPS side serves what the file holds, so the file and the served CRL always agree.
 import fs from 'node:fs';
 import path from 'node:path';
+import { buildCrl, crlToPem } from '../ca/crl.ts';
+import { pemToDerList } from '../ca/pem.ts';
+import { writeFileAtomicSync } from '../fsutil.ts';
 import type { HubContext } from './context.ts';
 
 export interface CrlSnapshot {
   readonly der: Buffer;
   readonly pem: string;
-  readonly thisUpdate: number;
-  readonly nextUpdate: number;
+}
+
+const LOCK_STALE_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+async function withLock<T>(lockFile: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      fs.closeSync(fs.openSync(lockFile, 'wx', 0o600));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // A holder that crashed leaves the file behind: steal a lock older than any CRL build.
+      const age = Date.now() - (fs.statSync(lockFile, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > LOCK_STALE_MS) fs.rmSync(lockFile, { force: true });
+      else if (Date.now() > deadline) throw new Error(`CRL lock ${lockFile} held for too long`);
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(lockFile, { force: true });
+  }
 }
 
 export class CrlPublisher {
-  #current: CrlSnapshot | null = null;
   readonly #ctx: HubContext;
+  /** When this process last regenerated, and the nextUpdate it wrote (for the refresh timer). */
+  #thisUpdate = 0;
+  #nextUpdate = 0;
+  #served: { mtimeMs: number; size: number; snap: CrlSnapshot } | null = null;
 
   constructor(ctx: HubContext) {
     this.#ctx = ctx;
   }
 
-  get current(): CrlSnapshot | null {
-    return this.#current;
-  }
-
-  /** Regenerates from the store and writes the PEM file atomically. */
+  /** Regenerates from the store and writes the PEM file atomically, under the data dir's lock. */
   async refresh(): Promise<CrlSnapshot> {
     const ctx = this.#ctx;
-    const now = ctx.clock();
-    const revoked = await ctx.store.listRevokedCerts(now);
-    const thisUpdate = now - 60_000;
-    const nextUpdate = now + ctx.config.crl.lifetimeSeconds * 1000;
-    const der = buildCrl(ctx.authority.issuer, {
-      revoked: revoked.map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revokedAt) })),
-      thisUpdate: new Date(thisUpdate),
-      nextUpdate: new Date(nextUpdate),
-      // Monotonic across processes sharing the data dir: milliseconds since the epoch.
-      crlNumber: BigInt(Math.max(now, (this.#current?.thisUpdate ?? 0) + 60_001)),
+    const file = ctx.paths.crlPem;
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+    return withLock(`${file}.lock`, async () => {
+      const now = ctx.clock();
+      const revoked = await ctx.store.listRevokedCerts(now);
+      const thisUpdate = now - 60_000;
+      const nextUpdate = now + ctx.config.crl.lifetimeSeconds * 1000;
+      const der = buildCrl(ctx.authority.issuer, {
+        revoked: revoked.map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revokedAt) })),
+        thisUpdate: new Date(thisUpdate),
+        nextUpdate: new Date(nextUpdate),
+        // Increasing across processes: writers are serialised by the lock and use the clock.
+        crlNumber: BigInt(now),
+      });
+      const snap: CrlSnapshot = { der, pem: crlToPem(der) };
+      writeFileAtomicSync(file, snap.pem, 0o644);
+      this.#thisUpdate = thisUpdate;
+      this.#nextUpdate = nextUpdate;
+      ctx.metrics.crlNextUpdate.set(nextUpdate / 1000);
+      return snap;
     });
-    const snap: CrlSnapshot = { der, pem: crlToPem(der), thisUpdate, nextUpdate };
-    fs.mkdirSync(path.dirname(ctx.paths.crlPem), { recursive: true, mode: 0o755 });
-    writeFileAtomicSync(ctx.paths.crlPem, snap.pem, 0o644);
-    this.#current = snap;
-    ctx.metrics.crlNextUpdate.set(nextUpdate / 1000);
+  }
+
+  /** The CRL as the data dir holds it now (whoever wrote it last), regenerated when missing. */
+  async current(): Promise<CrlSnapshot> {
+    const file = this.#ctx.paths.crlPem;
+    const st = fs.statSync(file, { throwIfNoEntry: false });
+    if (st === undefined) return this.refresh();
+    const cached = this.#served;
+    if (cached !== null && cached.mtimeMs === st.mtimeMs && cached.size === st.size) return cached.snap;
+    const pem = fs.readFileSync(file, 'utf8');
+    const der = pemToDerList(pem, 'X509 CRL')[0];
+    if (der === undefined) return this.refresh();
+    const snap = { der, pem };
+    this.#served = { mtimeMs: st.mtimeMs, size: st.size, snap };
     return snap;
   }
 
-  /** Whether the served CRL has passed half of its validity. */
+  /** Whether the CRL this process last wrote is still within its validity. */
+  isValid(now: number): boolean {
+    return now < this.#nextUpdate;
+  }
+
+  /** Whether this process should regenerate: past half of the validity it last wrote. */
   isStale(now: number): boolean {
-    const c = this.#current;
-    return c === null || now >= c.thisUpdate + (c.nextUpdate - c.thisUpdate) / 2;
+    return this.#nextUpdate === 0 || now >= this.#thisUpdate + (this.#nextUpdate - this.#thisUpdate) / 2;
   }
 }

@@ -25,7 +25,7 @@ export interface InitResult {
 }
 
 export function federationIdFrom(hostname: string): string {
-  const s = hostname.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63);
+  const s = hostname.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 47).replace(/-+$/, '');
   return s.length > 0 ? s : 'sepal';
 }
 

@@ -9,6 +9,9 @@ import type { ManifestRecord } from '../store/store.ts';
 import type { HubContext } from './context.ts';
 import { recordDenial } from './security-events.ts';
 
+/** Bytes a ManifestEnvelope and gRPC framing add around the JWS. */
+const ENVELOPE_OVERHEAD = 256;
+
 export type ManifestTarget = { readonly nodeId: string } | { readonly org: string };
 
 export class ManifestService {
@@ -56,15 +59,27 @@ export class ManifestService {
     }
     const signer = await this.activeSigner();
     const body = parsed.value;
-    const records = await ctx.store.publishManifests(
-      active.map((n) => n.id),
-      (nodeId, org, version) => {
-        const s = signer.sign({ nodeId, org, version, body });
-        return { kid: s.kid, jws: s.jws, expiresAt: s.expiresAt };
-      },
-      (nodeId, org, version) => ({ event: 'manifest.published', actor, nodeId, org, detail: { version, kid: signer.kid } }),
-      ctx.clock(),
-    );
+    // A signed manifest must fit in one gRPC message with room for its envelope, or no agent
+    // could ever receive it; refusing inside the build rolls the whole publication back.
+    const maxJws = ctx.config.limits.maxMessageBytes - ENVELOPE_OVERHEAD;
+    let records: ManifestRecord[];
+    try {
+      records = await ctx.store.publishManifests(
+        active.map((n) => n.id),
+        (nodeId, org, version) => {
+          const s = signer.sign({ nodeId, org, version, body });
+          if (s.jws.length > maxJws) {
+            throw new SepalError(ErrorCodes.MANIFEST_INVALID, `signed manifest is ${s.jws.length} bytes; limits.maxMessageBytes allows ${maxJws}`, { detail: { issues: [{ path: '', message: 'too large once signed' }] } });
+          }
+          return { kid: s.kid, jws: s.jws, expiresAt: s.expiresAt };
+        },
+        (nodeId, org, version) => ({ event: 'manifest.published', actor, nodeId, org, detail: { version, kid: signer.kid } }),
+        ctx.clock(),
+      );
+    } catch (e) {
+      if (e instanceof SepalError && e.code === ErrorCodes.MANIFEST_INVALID) await recordDenial(ctx, ErrorCodes.MANIFEST_INVALID, actor, { reason: 'too_large' });
+      throw e;
+    }
     ctx.metrics.manifestsPublished.inc(records.length);
     ctx.log.info({ event: 'manifest.published', nodes: records.length, kid: signer.kid, actor }, 'manifests published');
     return records;

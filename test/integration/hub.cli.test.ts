@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -205,6 +206,28 @@ describe('serve', () => {
     b.child.child.kill('SIGINT');
     const exitB = await b.child.exited;
     expect(exitB.code, exitB.stderr).toBe(0);
+  });
+
+  it('an HTTPS port already in use: serve exits 1 with LISTEN_FAILED and leaves no listener behind', async () => {
+    const paths = await init(newDir());
+    const [g = 0] = await freePorts(1);
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    const a = blocker.address();
+    const taken = typeof a === 'object' && a !== null ? a.port : 0;
+    try {
+      const child = spawnServe(['--data-dir', paths.dataDir, '--grpc-addr', `127.0.0.1:${g}`, '--https-addr', `127.0.0.1:${taken}`]);
+      children.push(child);
+      const exit = await child.exited;
+      expect(exit.code).toBe(1);
+      expect(exit.stderr).toMatch(/^error LISTEN_FAILED\b/m);
+      // the gRPC port it had opened is free again
+      const probe = net.createServer();
+      await new Promise<void>((resolve, reject) => { probe.once('error', reject); probe.listen(g, '127.0.0.1', () => resolve()); });
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+    } finally {
+      await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    }
   });
 
   it('a config file with an unknown key or a wrong type: serve exits 1 with CONFIG_INVALID naming the option path', async () => {

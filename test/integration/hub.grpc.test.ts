@@ -264,6 +264,19 @@ describe('manifests', () => {
     expect(await hub.running.hub.ctx.store.latestManifest(node.nodeId)).toBeNull();
   });
 
+  it('refuses a manifest too large to deliver once signed, and stores nothing', async () => {
+    const node = await enrollTestNode(hub, 'org-big');
+    const big = { ...MANIFEST, supernode: { nodeConfig: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'x'.repeat(1000)])) } };
+    const file = path.join(hub.dir, 'big.json');
+    fs.writeFileSync(file, JSON.stringify(big));
+    const before = await auditDenials(ErrorCodes.MANIFEST_INVALID);
+    const r = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--node', node.nodeId, '--file', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`error ${ErrorCodes.MANIFEST_INVALID}`);
+    expect(await hub.running.hub.ctx.store.latestManifest(node.nodeId)).toBeNull();
+    expect(await auditDenials(ErrorCodes.MANIFEST_INVALID)).toBe(before + 1);
+  });
+
   it('keys rotate: both keys are published, new manifests use the new kid', async () => {
     const node = await enrollTestNode(hub, 'org-k');
     const file = path.join(hub.dir, 'mk.json');
