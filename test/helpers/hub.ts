@@ -29,6 +29,8 @@ export function tempDir(prefix = 'sepal-test-'): string {
 
 export interface TestHub {
   readonly dir: string;
+  /** What `init` reported (root fingerprint, config, first signing key). */
+  readonly init: InitResult;
   readonly paths: HubPaths;
   readonly running: RunningHub;
   readonly grpcTarget: string;
@@ -40,7 +42,7 @@ export interface TestHub {
 export async function startTestHub(opts: { configure?: (c: HubConfig) => HubConfig; feedIntervalMs?: number } = {}): Promise<TestHub> {
   const dir = tempDir();
   const paths = hubPaths(path.join(dir, 'hub'));
-  await initDataDir(paths, {
+  const init = await initDataDir(paths, {
     hostnames: ['localhost', '127.0.0.1'],
     configure: (c) => {
       const base = { ...c, grpc: { listen: '127.0.0.1:0', publicAddress: 'localhost:0' }, https: { listen: '127.0.0.1:0', publicUrl: 'https://localhost:8444' } };
@@ -52,6 +54,7 @@ export async function startTestHub(opts: { configure?: (c: HubConfig) => HubConf
     dir,
     paths,
     running,
+    init,
     grpcTarget: `localhost:${running.grpcPort}`,
     httpsUrl: `https://localhost:${running.httpsPort}`,
     caPem: running.hub.ctx.authority.bundlePem,
@@ -147,32 +150,6 @@ export async function httpsGet(hub: TestHub, p: string, headers: Record<string, 
 // ---- helpers for the HTTPS, admin API and CLI tests ----
 
 /** startTestHub, and also what `init` reported (the root fingerprint, the config it wrote). */
-export async function startTestHubWithInit(opts: { configure?: (c: HubConfig) => HubConfig; feedIntervalMs?: number } = {}): Promise<TestHub & { init: InitResult }> {
-  const dir = tempDir();
-  const paths = hubPaths(path.join(dir, 'hub'));
-  const init = await initDataDir(paths, {
-    hostnames: ['localhost', '127.0.0.1'],
-    configure: (c) => {
-      const base = { ...c, grpc: { listen: '127.0.0.1:0', publicAddress: 'localhost:0' }, https: { listen: '127.0.0.1:0', publicUrl: 'https://localhost:8444' } };
-      return opts.configure === undefined ? base : opts.configure(base);
-    },
-  });
-  const running = await serveHub(paths, { log: silentLogger(), feedIntervalMs: opts.feedIntervalMs ?? 50 });
-  return {
-    dir,
-    paths,
-    running,
-    init,
-    grpcTarget: `localhost:${running.grpcPort}`,
-    httpsUrl: `https://localhost:${running.httpsPort}`,
-    caPem: running.hub.ctx.authority.bundlePem,
-    stop: async () => {
-      await running.close(1000);
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 export interface HttpsResult {
   readonly status: number;
   readonly body: Buffer;

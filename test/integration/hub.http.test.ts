@@ -13,7 +13,7 @@ import type { InitResult } from '../../hub/service/init.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
 import {
   type HttpsResult, type TestHub, client, enrollTestNode, expectRpcError, httpsRequest, metricValue, nodeClient, sha256,
-  startTestHubWithInit, tempDir, unaryCall, watchManifest,
+  startTestHub, tempDir, unaryCall, watchManifest,
 } from '../helpers/hub.ts';
 
 const PUBLIC_URL = 'https://hub.example.org:9444';
@@ -28,7 +28,7 @@ const MANIFEST = {
 let hub: TestHub & { init: InitResult };
 
 beforeAll(async () => {
-  hub = await startTestHubWithInit({
+  hub = await startTestHub({
     configure: (c) => ({ ...c, grpc: { ...c.grpc, publicAddress: GRPC_PUBLIC }, https: { ...c.https, publicUrl: PUBLIC_URL } }),
   });
 });
