@@ -17,6 +17,7 @@ export interface EnrollRequest {
   enrollmentToken?: string;
   credential?: 'accessToken' | 'enrollmentToken';
   name: string;
+  org: string;
 }
 
 export interface Credentials { certificateDer: Buffer; chainDer: Buffer[]; caBundleDer: Buffer[]; notAfterUnixMs: string }
