@@ -43,10 +43,29 @@ export const HubConfigSchema = z.object({
   /** The federation's OpenID provider (device flow); null until configured. */
   idp: z.object({
     issuer: z.url(),
+    /** The agent's public client (device grant). */
     clientId: z.string().min(1),
+    /** What access tokens must carry in `aud` to be meant for this hub. */
     audience: z.string().min(1),
+    /** Scopes the agent asks for. */
     scopes: z.array(z.string().min(1)).max(16),
+    /** JWS algorithms accepted on access tokens; never `none` or HMAC. */
+    algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1).default(['RS256', 'PS256', 'ES256']),
+    /** Dotted path to the roles array (Keycloak: realm_access.roles). */
+    roleClaim: z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/).default('realm_access.roles'),
+    /** Claim holding the caller's organisation. */
+    orgClaim: z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/).default('org'),
+    enrollRole: z.string().min(1).default('sepal-enroll'),
+    adminRole: z.string().min(1).default('sepal-admin'),
+    clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
+    /** Override for the JWKS location (default: from the issuer's discovery document). */
+    jwksUri: z.url().optional(),
   }).strict().nullable(),
+  enrollment: z.object({
+    /** Per IdP subject (or enrollment token) and per source address, in a sliding minute. */
+    maxPerSubjectPerMinute: z.number().int().min(1).max(10_000),
+    maxPerAddressPerMinute: z.number().int().min(1).max(100_000),
+  }).strict().default({ maxPerSubjectPerMinute: 5, maxPerAddressPerMinute: 30 }),
 }).strict();
 
 export type HubConfig = z.infer<typeof HubConfigSchema>;
@@ -66,6 +85,7 @@ export function defaultHubConfig(federationId: string, hostnames: readonly strin
     crl: { lifetimeSeconds: 86400 },
     limits: { maxMessageBytes: 64 * 1024, rpcTimeoutMs: 10_000 },
     idp: null,
+    enrollment: { maxPerSubjectPerMinute: 5, maxPerAddressPerMinute: 30 },
   };
 }
 

@@ -7,6 +7,9 @@ import { loadHubConfig, type HubConfig } from './config.ts';
 import type { HubPaths } from './datadir.ts';
 import { ErrorCodes } from '../proto/errors.ts';
 import { listenOrExplain } from './listen.ts';
+import { AccessTokenVerifier } from './enroll/access-token.ts';
+import { oidcAdminAuthenticator } from './enroll/admin-auth.ts';
+import { createEnrollHandler } from './enroll/enroll.ts';
 import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { buildHttpServer } from './http/server.ts';
 import type { AdminAuthenticator } from './http/admin.ts';
@@ -122,7 +125,8 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
 
     const g = opts.grpcAddr ?? splitHostPort(ctx.config.grpc.listen);
     const h = opts.httpsAddr ?? splitHostPort(ctx.config.https.listen);
-    const running = await startGrpcServer({ ctx, host: g.host, port: g.port });
+    const verifier = ctx.config.idp === null ? null : new AccessTokenVerifier(ctx.config.idp);
+    const running = await startGrpcServer({ ctx, host: g.host, port: g.port, enroll: createEnrollHandler({ ctx, verifier }) });
     grpcServer = running;
     undo.push(() => running.close(0));
     let listening = false;
@@ -140,7 +144,7 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
         const crl = hub.crl.isValid(ctx.clock());
         return { ready: listening && crl, checks: { grpc: true, https: listening, crl } };
       },
-      ...(opts.adminAuth === undefined ? {} : { adminAuth: opts.adminAuth }),
+      ...(opts.adminAuth !== undefined ? { adminAuth: opts.adminAuth } : verifier !== null ? { adminAuth: oidcAdminAuthenticator(verifier) } : {}),
     });
     undo.push(() => http.close());
     await listenOrExplain(() => http.listen({ host: h.host, port: h.port }), h);

@@ -8,6 +8,7 @@ import { cmdNode } from './node.ts';
 import { cmdManifest } from './manifest.ts';
 import { cmdKeys } from './keys.ts';
 import { cmdAudit } from './audit.ts';
+import { cmdToken } from './token.ts';
 import { VERSION } from '../version.ts';
 
 const HELP = `sepal-hub ${VERSION} — certificate authority, manifest signer and agent API for Flower federations
@@ -21,6 +22,9 @@ Usage:
   sepal-hub node show ID --data-dir DIR [--json]
   sepal-hub node revoke ID --data-dir DIR
   sepal-hub manifest publish (--node ID | --org ORG) --file manifest.json --data-dir DIR
+  sepal-hub token create --data-dir DIR --org ORG [--ttl 1h] [--uses 1] [--json]
+  sepal-hub token list --data-dir DIR [--org ORG] [--json]
+  sepal-hub token revoke ID --data-dir DIR
   sepal-hub keys rotate --data-dir DIR
   sepal-hub keys list --data-dir DIR [--json]
   sepal-hub audit verify --data-dir DIR [--json]
@@ -39,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'manifest': return await cmdManifest(rest);
       case 'keys': return await cmdKeys(rest);
       case 'audit': return await cmdAudit(rest);
+      case 'token': return await cmdToken(rest);
       case '--version': case 'version':
         process.stdout.write(`${VERSION}\n`);
         return 0;

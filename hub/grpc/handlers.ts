@@ -1,10 +1,11 @@
 // The AgentApi handlers. Each one decodes its request at the edge, proves the caller from its
 // verified client certificate (never from the request), and answers with a coded error otherwise.
 import type * as grpc from '@grpc/grpc-js';
-import type { Credentials, EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchManifestRequest } from '../../proto/api.ts';
+import type { EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchManifestRequest } from '../../proto/api.ts';
 import { ErrorCodes, type ErrorCode } from '../../proto/errors.ts';
 import { SepalError } from '../errors.ts';
-import type { HubContext, IssuedCredentials, PeerIdentity } from '../service/context.ts';
+import type { HubContext, PeerIdentity } from '../service/context.ts';
+import { toWireCredentials } from './credentials.ts';
 import { renewCertificate } from '../service/issuance.ts';
 import { recordDenial } from '../service/security-events.ts';
 import { serviceError, toServiceError } from './errors.ts';
@@ -23,10 +24,6 @@ export interface HandlerDeps {
   /** Enrollment arrives with the OIDC issue; until then the RPC answers ENROLLMENT_UNAVAILABLE. */
   readonly enroll?: (req: EnrollRequest, peer: string) => Promise<unknown>;
   readonly isShuttingDown: () => boolean;
-}
-
-export function toWireCredentials(c: IssuedCredentials): Credentials {
-  return { certificateDer: c.certDer, chainDer: [...c.chainDer], caBundleDer: [...c.rootsDer], notAfterUnixMs: String(c.notAfter) };
 }
 
 async function deny(deps: HandlerDeps, code: ErrorCode, peer: string, detail: Record<string, unknown>, who: { nodeId?: string; org?: string } = {}): Promise<never> {

@@ -3,7 +3,7 @@
 // store transaction together with the audit entry.
 import { parseAndVerifyCsr } from '../ca/csr.ts';
 import { randomSerial } from '../ca/certificate.ts';
-import type { NodeRecord } from '../store/store.ts';
+import type { EnrollmentClaim, NodeRecord } from '../store/store.ts';
 import type { HubContext, IssuedCredentials, PeerIdentity } from './context.ts';
 import { checkOrg, newNodeId, nodeUri } from './names.ts';
 
@@ -45,6 +45,10 @@ export interface EnrollInput {
   readonly flowerPublicKey: string | null;
   /** Who authorised it: 'cli', 'oidc:<sub>', 'token:<id>'. */
   readonly actor: string;
+  /** The credential's one use, consumed in the enrollment transaction. */
+  readonly claim?: EnrollmentClaim;
+  /** Extra audit detail (never secrets). */
+  readonly detail?: Record<string, unknown>;
 }
 
 export async function enrollNode(ctx: HubContext, input: EnrollInput): Promise<{ node: NodeRecord; credentials: IssuedCredentials }> {
@@ -55,8 +59,9 @@ export async function enrollNode(ctx: HubContext, input: EnrollInput): Promise<{
   const node = await ctx.store.enrollNode(
     { id: nodeId, org, name: input.name, facts: input.facts, flowerPublicKey: input.flowerPublicKey },
     { serial: m.creds.serial, nodeId, org, kind: 'enroll', notBefore: m.notBefore, notAfter: m.creds.notAfter, fingerprint: m.fingerprint, der: m.creds.certDer },
-    { event: 'node.enrolled', actor: input.actor, nodeId, org, detail: { serial: m.creds.serial, name: input.name } },
+    { event: 'node.enrolled', actor: input.actor, nodeId, org, detail: { ...input.detail, serial: m.creds.serial, name: input.name } },
     ctx.clock(),
+    input.claim,
   );
   ctx.metrics.issuanceSeconds.observe((performance.now() - t0) / 1000);
   ctx.metrics.issued.inc({ kind: 'enroll' });

@@ -92,6 +92,34 @@ export const MIGRATIONS: readonly Migration[] = [
         BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
     `,
   },
+  {
+    version: 2,
+    name: 'enrollment credentials',
+    sql: `
+      -- Single-use (or n-use) enrollment tokens for unattended installs. Only a SHA-256 of the
+      -- secret is stored; the id is the public half of the token.
+      CREATE TABLE enrollment_tokens (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        secret_hash TEXT    NOT NULL,
+        org         TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        uses_left   INTEGER NOT NULL CHECK (uses_left >= 0),
+        uses_total  INTEGER NOT NULL CHECK (uses_total > 0),
+        revoked_at  INTEGER,
+        created_by  TEXT    NOT NULL
+      ) STRICT;
+
+      -- jti of every OIDC access token used to enroll, kept until the token would have expired.
+      CREATE TABLE used_token_ids (
+        issuer     TEXT    NOT NULL,
+        jti        TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (issuer, jti)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX used_token_ids_by_expiry ON used_token_ids (expires_at);
+    `,
+  },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS = `

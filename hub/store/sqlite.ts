@@ -23,9 +23,10 @@ import { ErrorCodes, SepalError } from '../errors.ts';
 import { auditHash, canonicalJson, GENESIS_HASH, isAuditEvent } from '../audit/chain.ts';
 import { applyMigrations, currentVersion, latestVersion } from './migrations.ts';
 import type {
-  AuditEntry, AuditEvent, AuditInput, CertAcceptance, CertKind, CertRecord, ManifestBuilder, ManifestRecord,
-  NewCert, NewNode, NodeRecord, NodeState, SigningKeyRecord, Store,
+  AuditEntry, AuditEvent, AuditInput, CertAcceptance, CertKind, CertRecord, EnrollmentClaim, EnrollmentTokenRecord,
+  ManifestBuilder, ManifestRecord, NewCert, NewEnrollmentToken, NewNode, NodeRecord, NodeState, SigningKeyRecord, Store,
 } from './store.ts';
+import { timingSafeEqual } from 'node:crypto';
 
 type Row = readonly SQLOutputValue[];
 
@@ -63,6 +64,28 @@ function getRow(st: StatementSync, ...args: SQLInputValue[]): Row | undefined {
 }
 function allRows(st: StatementSync, ...args: SQLInputValue[]): Row[] {
   return st.all(...args) as unknown as Row[];
+}
+
+const TOKEN_COLS = 'id, secret_hash, org, created_at, expires_at, uses_left, uses_total, revoked_at, created_by';
+
+function tokenAt(r: Row): EnrollmentTokenRecord {
+  return {
+    id: r[0] as string,
+    org: r[2] as string,
+    createdAt: r[3] as number,
+    expiresAt: r[4] as number,
+    usesLeft: r[5] as number,
+    usesTotal: r[6] as number,
+    revokedAt: r[7] as number | null,
+    createdBy: r[8] as string,
+  };
+}
+
+/** Constant-time comparison of two hex digests. */
+function hashesEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y);
 }
 
 function nodeAt(r: Row, i: number): NodeRecord {
@@ -158,6 +181,16 @@ function prepareAll(db: DatabaseSync) {
     keyRetireActive: q('UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL'),
     keyInsert: q('INSERT INTO signing_keys (kid, public_jwk, created_at, retired_at) VALUES (?, ?, ?, NULL)'),
     keysAll: q('SELECT kid, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at, rowid'),
+
+    tokenInsert: q(`INSERT INTO enrollment_tokens (id, secret_hash, org, created_at, expires_at, uses_left, uses_total, created_by)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+    tokenGet: q(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE id = ?`),
+    tokensAll: q(`SELECT ${TOKEN_COLS} FROM enrollment_tokens ORDER BY created_at, id`),
+    tokensByOrg: q(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE org = ? ORDER BY created_at, id`),
+    tokenUse: q('UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0'),
+    tokenRevoke: q('UPDATE enrollment_tokens SET revoked_at = ? WHERE id = ?'),
+    usedTokenInsert: q('INSERT INTO used_token_ids (issuer, jti, expires_at) VALUES (?, ?, ?)'),
+    usedTokenPurge: q('DELETE FROM used_token_ids WHERE expires_at < ?'),
 
     auditHead: q('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
     auditInsert: q(`INSERT INTO audit (${AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -289,12 +322,13 @@ export class SqliteStore implements Store {
 
   // ---- nodes and certificates -----------------------------------------------------------------
 
-  enrollNode(node: NewNode, cert: NewCert, audit: AuditInput, now: number): Promise<NodeRecord> {
+  enrollNode(node: NewNode, cert: NewCert, audit: AuditInput, now: number, claim: EnrollmentClaim = { kind: 'none' }): Promise<NodeRecord> {
     return settle(() => {
       checkTime(now);
       if (cert.nodeId !== node.id || cert.org !== node.org) throw new TypeError('enrollment certificate belongs to another node');
       if (cert.kind !== 'enroll') throw new TypeError(`enrollNode needs an 'enroll' certificate, got '${cert.kind}'`);
       return this.#tx(() => {
+        this.#consumeClaim(claim, node.org, now);
         try {
           this.#s.nodeInsert.run(node.id, node.org, node.name, now, node.facts, node.flowerPublicKey, now, cert.serial, cert.notAfter);
         } catch (e) {
@@ -304,6 +338,78 @@ export class SqliteStore implements Store {
         this.#insertCert(cert, now);
         this.#appendInTx(audit, now, node.id, node.org);
         return nodeAt(getRow(this.#s.nodeGet, node.id)!, 0);
+      });
+    });
+  }
+
+  /** Takes the credential's one use inside the enrollment transaction (see Store.enrollNode). */
+  #consumeClaim(claim: EnrollmentClaim, org: string, now: number): void {
+    if (claim.kind === 'none') return;
+    if (claim.kind === 'oidc') {
+      this.#s.usedTokenPurge.run(now);
+      try {
+        this.#s.usedTokenInsert.run(claim.issuer, claim.jti, claim.expiresAt);
+      } catch (e) {
+        if (isUniqueViolation(e)) throw new SepalError(ErrorCodes.TOKEN_REPLAYED, 'this access token was already used to enroll');
+        throw e;
+      }
+      return;
+    }
+    const row = getRow(this.#s.tokenGet, claim.id);
+    // Unknown id and wrong secret look the same from outside.
+    if (row === undefined || !hashesEqual(row[1] as string, claim.secretHash)) {
+      throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_INVALID, 'unknown enrollment token');
+    }
+    const t = tokenAt(row);
+    if (t.revokedAt !== null) throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_REVOKED, `enrollment token ${t.id} was revoked`);
+    if (now >= t.expiresAt) throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_EXPIRED, `enrollment token ${t.id} expired`);
+    if (t.usesLeft <= 0) throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_EXHAUSTED, `enrollment token ${t.id} is used up`);
+    if (t.org !== org) throw new SepalError(ErrorCodes.ORG_MISMATCH, `enrollment token ${t.id} is for another organisation`);
+    this.#s.tokenUse.run(t.id);
+  }
+
+  // ---- enrollment tokens ----------------------------------------------------------------------
+
+  createEnrollmentToken(token: NewEnrollmentToken, audit: AuditInput, now: number): Promise<EnrollmentTokenRecord> {
+    return settle(() => {
+      checkTime(now);
+      checkTime(token.expiresAt);
+      if (!Number.isSafeInteger(token.uses) || token.uses < 1) throw new TypeError('uses must be a positive integer');
+      return this.#tx(() => {
+        try {
+          this.#s.tokenInsert.run(token.id, token.secretHash, token.org, now, token.expiresAt, token.uses, token.uses, token.createdBy);
+        } catch (e) {
+          if (isUniqueViolation(e)) throw new SepalError(ErrorCodes.ALREADY_EXISTS, `enrollment token ${token.id} already exists`);
+          throw e;
+        }
+        this.#appendInTx(audit, now, null, token.org);
+        return tokenAt(getRow(this.#s.tokenGet, token.id)!);
+      });
+    });
+  }
+
+  listEnrollmentTokens(filter: { readonly org?: string } = {}): Promise<EnrollmentTokenRecord[]> {
+    return settle(() => (filter.org === undefined ? allRows(this.#s.tokensAll) : allRows(this.#s.tokensByOrg, filter.org)).map(tokenAt));
+  }
+
+  getEnrollmentToken(id: string): Promise<EnrollmentTokenRecord | null> {
+    return settle(() => {
+      const r = getRow(this.#s.tokenGet, id);
+      return r === undefined ? null : tokenAt(r);
+    });
+  }
+
+  revokeEnrollmentToken(id: string, audit: AuditInput, now: number): Promise<boolean> {
+    return settle(() => {
+      checkTime(now);
+      return this.#tx(() => {
+        const r = getRow(this.#s.tokenGet, id);
+        if (r === undefined) throw new SepalError(ErrorCodes.NOT_FOUND, `no enrollment token ${id}`);
+        const t = tokenAt(r);
+        if (t.revokedAt !== null) return false;
+        this.#s.tokenRevoke.run(now, id);
+        this.#appendInTx(audit, now, null, t.org);
+        return true;
       });
     });
   }

@@ -123,6 +123,36 @@ export type ManifestBuilder = (nodeId: string, org: string, version: number) => 
   readonly expiresAt: number;
 };
 
+export interface EnrollmentTokenRecord {
+  readonly id: string;
+  readonly org: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly usesLeft: number;
+  readonly usesTotal: number;
+  readonly revokedAt: number | null;
+  readonly createdBy: string;
+}
+
+export interface NewEnrollmentToken {
+  readonly id: string;
+  /** SHA-256 of the secret half, lowercase hex. The secret itself is never stored. */
+  readonly secretHash: string;
+  readonly org: string;
+  readonly expiresAt: number;
+  readonly uses: number;
+  readonly createdBy: string;
+}
+
+/** What authorised an enrollment, consumed in the same transaction that creates the node. */
+export type EnrollmentClaim =
+  /** An OIDC access token: its (issuer, jti) may be used once; kept until expiresAt. */
+  | { readonly kind: 'oidc'; readonly issuer: string; readonly jti: string; readonly expiresAt: number }
+  /** An enrollment token: one use is taken; the node's org must be the token's org. */
+  | { readonly kind: 'token'; readonly id: string; readonly secretHash: string }
+  /** Administrative enrollment (tests, tooling): nothing to consume. */
+  | { readonly kind: 'none' };
+
 export interface CertAcceptance {
   readonly cert: CertRecord | null;
   readonly node: NodeRecord | null;
@@ -134,8 +164,13 @@ export interface Store {
   close(): Promise<void>;
 
   // nodes and certificates
-  /** Creates the node and records its first certificate and the audit entry, atomically. */
-  enrollNode(node: NewNode, cert: NewCert, audit: AuditInput, now: number): Promise<NodeRecord>;
+  /** Creates the node and records its first certificate and the audit entry, atomically, after
+   *  consuming the claim in the same transaction: a replayed jti fails with TOKEN_REPLAYED; an
+   *  enrollment token that is unknown or whose secret does not match fails with
+   *  ENROLLMENT_TOKEN_INVALID, revoked with ENROLLMENT_TOKEN_REVOKED, expired with
+   *  ENROLLMENT_TOKEN_EXPIRED, used up with ENROLLMENT_TOKEN_EXHAUSTED, for another org with
+   *  ORG_MISMATCH. On any failure nothing is written. */
+  enrollNode(node: NewNode, cert: NewCert, audit: AuditInput, now: number, claim?: EnrollmentClaim): Promise<NodeRecord>;
   /** Records a renewal certificate for an active node (fails with NODE_REVOKED otherwise). */
   recordRenewal(cert: NewCert, audit: AuditInput, now: number): Promise<void>;
   getNode(id: string): Promise<NodeRecord | null>;
@@ -164,6 +199,14 @@ export interface Store {
   /** Adds a key, retires the previous active key, writes the audit entry. */
   addSigningKey(key: { readonly kid: string; readonly publicJwk: string }, audit: AuditInput, now: number): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRecord[]>;
+
+  // enrollment tokens
+  createEnrollmentToken(token: NewEnrollmentToken, audit: AuditInput, now: number): Promise<EnrollmentTokenRecord>;
+  listEnrollmentTokens(filter?: { readonly org?: string }): Promise<EnrollmentTokenRecord[]>;
+  /** Returns false when already revoked; NOT_FOUND for an unknown id. */
+  revokeEnrollmentToken(id: string, audit: AuditInput, now: number): Promise<boolean>;
+  /** Looks a token up without consuming it (to tell the org before issuing). */
+  getEnrollmentToken(id: string): Promise<EnrollmentTokenRecord | null>;
 
   // audit
   appendAudit(entry: AuditInput, now: number): Promise<AuditEntry>;

@@ -183,9 +183,9 @@ describe('refused callers (coded error, security event, nothing written)', () =>
     expect(await certCount(node.nodeId)).toBe(1);
   });
 
-  it('Enroll answers ENROLLMENT_UNAVAILABLE until an authenticator is configured', async () => {
+  it('Enroll with an access token answers ENROLLMENT_UNAVAILABLE when no IdP is configured', async () => {
     const c = client(hub);
-    const r = await expectRpcError(unaryCall(c, 'Enroll', { csrDer: makeCsr(newKey()), enrollmentToken: 'x' }));
+    const r = await expectRpcError(unaryCall(c, 'Enroll', { csrDer: makeCsr(newKey()), accessToken: 'eyJ.x.y' }));
     c.close();
     expect(r).toEqual({ status: grpc.status.FAILED_PRECONDITION, code: ErrorCodes.ENROLLMENT_UNAVAILABLE });
   });

@@ -263,6 +263,65 @@ export function storeContractSuite(
       });
     });
 
+    describe('enrollment credentials', () => {
+      const tokenAudit = (org: string): AuditInput => ({ event: 'token.created', actor: 'cli', org, detail: {} });
+      const newToken = (id: string, org = 'org-a', uses = 1, expiresAt = T0 + DAY) =>
+        ({ id, secretHash: serialFor(`secret/${id}`), org, expiresAt, uses, createdBy: 'cli' });
+
+      it('creates, lists, reads and revokes enrollment tokens, with audit entries', async () => {
+        const head = await store.auditHead();
+        const t = await store.createEnrollmentToken(newToken('t1'), tokenAudit('org-a'), T0);
+        await store.createEnrollmentToken(newToken('t2', 'org-b'), tokenAudit('org-b'), T0 + 1);
+        expect(t).toMatchObject({ id: 't1', org: 'org-a', usesLeft: 1, usesTotal: 1, revokedAt: null, expiresAt: T0 + DAY });
+        expect((await store.listEnrollmentTokens({ org: 'org-b' })).map((x) => x.id)).toEqual(['t2']);
+        expect(await store.getEnrollmentToken('nope')).toBeNull();
+        expect(await store.revokeEnrollmentToken('t1', { event: 'token.revoked', actor: 'cli', detail: {} }, T0 + 2)).toBe(true);
+        expect(await store.revokeEnrollmentToken('t1', { event: 'token.revoked', actor: 'cli', detail: {} }, T0 + 3)).toBe(false);
+        await expectCode(store.revokeEnrollmentToken('nope', { event: 'token.revoked', actor: 'cli', detail: {} }, T0), ErrorCodes.NOT_FOUND);
+        await expectNewAudit(head, ['token.created', 'token.created', 'token.revoked']);
+      });
+
+      it('enrollNode consumes a token use in the same transaction; every refusal writes nothing', async () => {
+        await store.createEnrollmentToken(newToken('t1', 'org-a', 1), tokenAudit('org-a'), T0);
+        await store.createEnrollmentToken(newToken('t2', 'org-a', 1, T0 + 10), tokenAudit('org-a'), T0);
+        await store.createEnrollmentToken(newToken('t3', 'org-b', 1), tokenAudit('org-b'), T0);
+        const claim = (id: string, secret = `secret/${id}`) => ({ kind: 'token' as const, id, secretHash: serialFor(secret) });
+        const attempt = (nodeId: string, c: ReturnType<typeof claim>, now = T0 + 100) => {
+          const serial = serialFor(`${nodeId}/enroll`);
+          return store.enrollNode(newNode(nodeId), newCert(serial, nodeId, 'org-a', 'enroll'), enrolledAudit(nodeId, 'org-a', serial), now, c);
+        };
+        const head = await store.auditHead();
+        await expectCode(attempt('x1', claim('t1', 'wrong')), ErrorCodes.ENROLLMENT_TOKEN_INVALID);
+        await expectCode(attempt('x2', claim('ghost')), ErrorCodes.ENROLLMENT_TOKEN_INVALID);
+        await expectCode(attempt('x3', claim('t2')), ErrorCodes.ENROLLMENT_TOKEN_EXPIRED);
+        await expectCode(attempt('x4', claim('t3')), ErrorCodes.ORG_MISMATCH);
+        await expectNewAudit(head, []);
+        expect(await store.listNodes()).toEqual([]);
+        await attempt('n1', claim('t1'));
+        expect((await store.getEnrollmentToken('t1'))!.usesLeft).toBe(0);
+        await expectCode(attempt('n2', claim('t1')), ErrorCodes.ENROLLMENT_TOKEN_EXHAUSTED);
+        await store.revokeEnrollmentToken('t3', { event: 'token.revoked', actor: 'cli', detail: {} }, T0);
+        expect((await store.listNodes()).map((n) => n.id)).toEqual(['n1']);
+      });
+
+      it('an OIDC token id (issuer, jti) enrolls once; a replay writes nothing', async () => {
+        const claim = { kind: 'oidc' as const, issuer: 'https://idp', jti: 'j1', expiresAt: T0 + DAY };
+        const attempt = (nodeId: string) => {
+          const serial = serialFor(`${nodeId}/enroll`);
+          return store.enrollNode(newNode(nodeId), newCert(serial, nodeId, 'org-a', 'enroll'), enrolledAudit(nodeId, 'org-a', serial), T0, claim);
+        };
+        await attempt('n1');
+        const head = await store.auditHead();
+        await expectCode(attempt('n2'), ErrorCodes.TOKEN_REPLAYED);
+        await expectNewAudit(head, []);
+        expect(await store.getNode('n2')).toBeNull();
+        // the same jti from another issuer is another token
+        const serial = serialFor('n3/enroll');
+        await store.enrollNode(newNode('n3'), newCert(serial, 'n3', 'org-a', 'enroll'), enrolledAudit('n3', 'org-a', serial), T0, { ...claim, issuer: 'https://other' });
+        expect(await store.getNode('n3')).not.toBeNull();
+      });
+    });
+
     describe('manifests', () => {
       it('allocates strictly increasing versions per node and skips revoked nodes', async () => {
         await enroll(store, 'n1');
