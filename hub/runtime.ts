@@ -126,7 +126,7 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
     const g = opts.grpcAddr ?? splitHostPort(ctx.config.grpc.listen);
     const h = opts.httpsAddr ?? splitHostPort(ctx.config.https.listen);
     const verifier = ctx.config.idp === null ? null : new AccessTokenVerifier(ctx.config.idp);
-    const running = await startGrpcServer({ ctx, host: g.host, port: g.port, enroll: createEnrollHandler({ ctx, verifier }) });
+    const running = await startGrpcServer({ ctx, host: g.host, port: g.port, enroll: createEnrollHandler({ ctx, verifier, firstManifest: (nodeId, org) => hub.manifests.firstManifest(nodeId, org) }) });
     grpcServer = running;
     undo.push(() => running.close(0));
     let listening = false;

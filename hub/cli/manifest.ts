@@ -22,6 +22,7 @@ export async function cmdManifest(argv: string[]): Promise<number> {
       const records = await hub.manifests.publish(v.node === undefined ? { org: v.org as string } : { nodeId: v.node }, body, 'cli');
       if (v.json === true) out(JSON.stringify({ published: records.map((r) => ({ nodeId: r.nodeId, version: r.version, kid: r.kid })) }));
       else for (const r of records) out(`published version ${r.version} for ${r.nodeId}`);
+      if (v.org !== undefined && v.json !== true) out(`Nodes enrolling into ${v.org} from now on get this manifest first.`);
       return 0;
     } catch (e) {
       if (e instanceof SepalError && e.code === ErrorCodes.MANIFEST_INVALID) {

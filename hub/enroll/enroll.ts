@@ -9,7 +9,7 @@ import type { HubContext } from '../service/context.ts';
 import { enrollNode } from '../service/issuance.ts';
 import { checkOrg } from '../service/names.ts';
 import { recordDenial } from '../service/security-events.ts';
-import type { EnrollmentClaim } from '../store/store.ts';
+import type { EnrollmentClaim, ManifestRecord } from '../store/store.ts';
 import { toWireCredentials } from '../grpc/credentials.ts';
 import type { AccessTokenVerifier } from './access-token.ts';
 import { parseEnrollmentToken } from './enrollment-tokens.ts';
@@ -23,6 +23,8 @@ export interface EnrollDeps {
   readonly ctx: HubContext;
   /** Null when no IdP is configured: access tokens are then refused, enrollment tokens work. */
   readonly verifier: AccessTokenVerifier | null;
+  /** Signs the node's first manifest (its organisation's), or null when there is none. */
+  readonly firstManifest: (nodeId: string, org: string) => Promise<ManifestRecord | null>;
 }
 
 export type EnrollHandler = (req: EnrollRequest, peer: string) => Promise<EnrollResponse>;
@@ -74,7 +76,13 @@ export function createEnrollHandler(deps: EnrollDeps): EnrollHandler {
       if (!NAME_RE.test(name)) throw new SepalError(ErrorCodes.INVALID_ARGUMENT, 'name must be 1-64 letters, digits, spaces, dots, dashes or underscores');
 
       const { node, credentials } = await enrollNode(ctx, { org, name, csr: req.csrDer, facts, flowerPublicKey: flowerKey, actor, claim, detail });
-      const manifest = await ctx.store.latestManifest(node.id);
+      let manifest: ManifestRecord | null = null;
+      try {
+        manifest = await deps.firstManifest(node.id, node.org);
+      } catch (e) {
+        // The node is enrolled either way; it gets the manifest over WatchManifest later.
+        ctx.log.error({ err: e, event: 'manifest.first_failed', nodeId: node.id }, 'could not sign the first manifest');
+      }
       return {
         nodeId: node.id,
         org: node.org,

@@ -50,12 +50,17 @@ export class ManifestService {
       const first = parsed.issues[0];
       throw new SepalError(ErrorCodes.MANIFEST_INVALID, `manifest body is invalid at ${first?.path || '(root)'}: ${first?.message ?? ''}`, { detail: { issues: parsed.issues } });
     }
+    if ('org' in target) {
+      // Remembered for nodes that enroll into the organisation later (their first manifest).
+      await ctx.store.setOrgManifest(target.org, JSON.stringify(parsed.value), ctx.clock());
+    }
     const nodes = 'nodeId' in target
       ? [await ctx.store.getNode(target.nodeId)].filter((n) => n !== null)
       : await ctx.store.listNodes({ org: target.org });
     const active = nodes.filter((n) => n.state === 'active');
     if (active.length === 0) {
-      throw new SepalError(ErrorCodes.NOT_FOUND, 'nodeId' in target ? `no active node ${target.nodeId}` : `no active node in organisation ${target.org}`);
+      if ('org' in target) return [];
+      throw new SepalError(ErrorCodes.NOT_FOUND, `no active node ${target.nodeId}`);
     }
     const signer = await this.activeSigner();
     const body = parsed.value;
@@ -83,6 +88,14 @@ export class ManifestService {
     ctx.metrics.manifestsPublished.inc(records.length);
     ctx.log.info({ event: 'manifest.published', nodes: records.length, kid: signer.kid, actor }, 'manifests published');
     return records;
+  }
+
+  /** Signs the organisation's manifest for a node that just enrolled, when there is one. */
+  async firstManifest(nodeId: string, org: string): Promise<ManifestRecord | null> {
+    const body = await this.#ctx.store.getOrgManifest(org);
+    if (body === null) return null;
+    const [record] = await this.publish({ nodeId }, JSON.parse(body) as unknown, 'hub:enroll');
+    return record ?? null;
   }
 
   /** Adds a new signing key; the previous one stays published while its manifests live. */

@@ -120,6 +120,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX used_token_ids_by_expiry ON used_token_ids (expires_at);
     `,
   },
+  {
+    version: 3,
+    name: 'organisation manifests',
+    sql: `
+      -- The manifest body last published to a whole organisation: what a node enrolling into that
+      -- organisation gets as its first manifest.
+      CREATE TABLE org_manifests (
+        org        TEXT    NOT NULL PRIMARY KEY,
+        body       TEXT    NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS = `

@@ -182,6 +182,9 @@ function prepareAll(db: DatabaseSync) {
     keyInsert: q('INSERT INTO signing_keys (kid, public_jwk, created_at, retired_at) VALUES (?, ?, ?, NULL)'),
     keysAll: q('SELECT kid, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at, rowid'),
 
+    orgManifestSet: q(`INSERT INTO org_manifests (org, body, updated_at) VALUES (?, ?, ?)
+                       ON CONFLICT (org) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`),
+    orgManifestGet: q('SELECT body FROM org_manifests WHERE org = ?'),
     tokenInsert: q(`INSERT INTO enrollment_tokens (id, secret_hash, org, created_at, expires_at, uses_left, uses_total, created_by)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
     tokenGet: q(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE id = ?`),
@@ -366,6 +369,22 @@ export class SqliteStore implements Store {
     if (t.usesLeft <= 0) throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_EXHAUSTED, `enrollment token ${t.id} is used up`);
     if (t.org !== org) throw new SepalError(ErrorCodes.ORG_MISMATCH, `enrollment token ${t.id} is for another organisation`);
     this.#s.tokenUse.run(t.id);
+  }
+
+  // ---- organisation manifests ---------------------------------------------------------------
+
+  setOrgManifest(org: string, bodyJson: string, now: number): Promise<void> {
+    return settle(() => {
+      checkTime(now);
+      this.#tx(() => { this.#s.orgManifestSet.run(org, bodyJson, now); });
+    });
+  }
+
+  getOrgManifest(org: string): Promise<string | null> {
+    return settle(() => {
+      const r = getRow(this.#s.orgManifestGet, org);
+      return r === undefined ? null : r[0] as string;
+    });
   }
 
   // ---- enrollment tokens ----------------------------------------------------------------------

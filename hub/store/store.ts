@@ -192,6 +192,9 @@ export interface Store {
    *  entry per node. All or nothing. Returns the stored records. Revoked nodes are skipped. */
   publishManifests(nodeIds: readonly string[], build: ManifestBuilder, audit: (nodeId: string, org: string, version: number) => AuditInput, now: number): Promise<ManifestRecord[]>;
   latestManifest(nodeId: string): Promise<ManifestRecord | null>;
+  /** Remembers the body last published to a whole organisation (JSON text), for new nodes. */
+  setOrgManifest(org: string, bodyJson: string, now: number): Promise<void>;
+  getOrgManifest(org: string): Promise<string | null>;
   /** Latest expiry among manifests signed with this key, null when it signed none. */
   lastManifestExpiryForKey(kid: string): Promise<number | null>;
 

@@ -148,3 +148,27 @@ describe('enrollment tokens', () => {
     expect(codes.slice(5)).toEqual([ErrorCodes.RATE_LIMITED, ErrorCodes.RATE_LIMITED]);
   });
 });
+
+describe('first manifest', () => {
+  it('a manifest published to an organisation (even before it has nodes) is signed for each node that enrolls into it', async () => {
+    const fs = await import('node:fs');
+    const path = await import('node:path');
+    const file = path.join(hub.dir, 'org-f.json');
+    fs.writeFileSync(file, JSON.stringify({
+      superlink: { address: 'superlink.example.org:9092' }, supernode: { nodeConfig: { 'partition-id': 1 } },
+      privacy: { differentialPrivacy: { enabled: false }, secureAggregation: { enabled: false } },
+    }));
+    const pub = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--org', 'org-f', '--file', file]);
+    expect(pub.code).toBe(0);
+    const { token } = await createToken('org-f');
+    const c = client(hub);
+    const res = await unaryCall<EnrollResponse>(c, 'Enroll', enrollReq(token));
+    c.close();
+    expect(res.manifest?.version).toBe('1');
+    const { jwtVerify, createLocalJWKSet } = await import('jose');
+    const jwks = await hub.running.hub.manifests.jwks();
+    const { payload } = await jwtVerify(res.manifest?.jws ?? '', createLocalJWKSet(jwks), { audience: res.nodeId });
+    expect(payload['org']).toBe('org-f');
+    expect((payload['manifest'] as { supernode: { nodeConfig: Record<string, unknown> } }).supernode.nodeConfig['partition-id']).toBe(1);
+  });
+});

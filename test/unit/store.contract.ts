@@ -390,6 +390,15 @@ export function storeContractSuite(
         await expectNewAudit(head, []);
       });
 
+      it('remembers the body last published to an organisation, per organisation', async () => {
+        expect(await store.getOrgManifest('org-a')).toBeNull();
+        await store.setOrgManifest('org-a', '{"v":1}', T0);
+        await store.setOrgManifest('org-b', '{"v":9}', T0);
+        await store.setOrgManifest('org-a', '{"v":2}', T0 + 1);
+        expect(await store.getOrgManifest('org-a')).toBe('{"v":2}');
+        expect(await store.getOrgManifest('org-b')).toBe('{"v":9}');
+      });
+
       it('lastManifestExpiryForKey is the latest expiry signed with that key', async () => {
         await enroll(store, 'n1');
         await enroll(store, 'n2');
