@@ -130,8 +130,12 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
     grpcServer = running;
     undo.push(() => running.close(0));
     let listening = false;
+    // A public address with port 0 (tests, local runs) means "the port the listener got".
+    const pub = ctx.config.grpc.publicAddress;
+    const grpcPublicAddress = pub.endsWith(':0') ? `${pub.slice(0, -2)}:${running.port}` : pub;
     const http = await buildHttpServer({
       ctx,
+      grpcPublicAddress,
       crl: hub.crl,
       manifests: hub.manifests,
       revoke: async (nodeId, actor) => {

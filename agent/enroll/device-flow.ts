@@ -66,7 +66,15 @@ export async function deviceFlowLogin(idp: IdpSettings, deps: DeviceFlowDeps): P
   const now = deps.now ?? Date.now;
   const { url, insecure } = idpIssuer(idp);
   const scope = idp.scopes.join(' ');
-  const params: Record<string, string> = { resource: idp.audience, ...(scope === '' ? {} : { scope }) };
+  // PKCE on the device grant (RFC 8628 allows it; the Keycloak realm requires it): the code can
+  // only be redeemed by the process that asked for it.
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const params: Record<string, string> = {
+    resource: idp.audience,
+    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+    code_challenge_method: 'S256',
+    ...(scope === '' ? {} : { scope }),
+  };
 
   let config: client.Configuration;
   let auth: client.DeviceAuthorizationResponse;
@@ -98,7 +106,7 @@ export async function deviceFlowLogin(idp: IdpSettings, deps: DeviceFlowDeps): P
   // Bounded: setTimeout fires at once for delays past 2^31 ms, and no device code lives a day.
   const timer = setTimeout(() => expiry.abort(), Math.min(auth.expires_in, 86_400) * 1000);
   try {
-    const tokens = await client.pollDeviceAuthorizationGrant(config, auth, { resource: idp.audience }, {
+    const tokens = await client.pollDeviceAuthorizationGrant(config, auth, { resource: idp.audience, code_verifier: codeVerifier }, {
       signal: AbortSignal.any([deps.signal, expiry.signal]),
     });
     return tokens.access_token;

@@ -19,6 +19,8 @@ export interface HttpDeps {
   readonly readiness: () => { ready: boolean; checks: Record<string, boolean> };
   readonly https?: { key: string; cert: string };
   readonly revoke: (nodeId: string, actor: string) => Promise<string[]>;
+  /** The gRPC address agents dial, when it differs from the config (a port 0 bound at start). */
+  readonly grpcPublicAddress?: string;
 }
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
@@ -61,7 +63,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.get('/.well-known/sepal-configuration', () => Promise.resolve({
     issuer: base,
     federation_id: ctx.config.federationId,
-    grpc_address: ctx.config.grpc.publicAddress,
+    grpc_address: deps.grpcPublicAddress ?? ctx.config.grpc.publicAddress,
     jwks_uri: `${base}/.well-known/jwks.json`,
     crl_uri: `${base}/crl.pem`,
     crl_der_uri: `${base}/crl.der`,
