@@ -110,12 +110,19 @@ export class AccessTokenVerifier {
         if (e.claim === 'aud') fail(ErrorCodes.TOKEN_AUDIENCE_MISMATCH, 'access token is not meant for this hub', e);
         fail(ErrorCodes.TOKEN_INVALID, `access token claim ${e.claim} is invalid`, e);
       }
-      if (e instanceof joseErrors.JWKSTimeout || (e instanceof TypeError && /fetch/i.test(e.message))) {
+      // The key set could not be had (timeout, network, an HTTP error from the IdP or a proxy,
+      // a body that is not a JWKS): the IdP is unavailable, the token is not known to be bad.
+      if (e instanceof joseErrors.JWKSTimeout || e instanceof joseErrors.JWKSInvalid || (e instanceof TypeError && /fetch/i.test(e.message))
+        || (e instanceof joseErrors.JOSEError && e.code === 'ERR_JOSE_GENERIC')) {
         fail(ErrorCodes.IDP_UNAVAILABLE, 'could not fetch the IdP signing keys', e);
       }
       fail(ErrorCodes.TOKEN_INVALID, 'access token signature or format is invalid', e);
     }
 
+    // jose bounds iat only with maxTokenAge; a token issued in the future is refused here.
+    if (typeof payload.iat === 'number' && payload.iat * 1000 > this.#clock() + idp.clockToleranceSeconds * 1000) {
+      fail(ErrorCodes.TOKEN_INVALID, 'access token was issued in the future');
+    }
     const roles = claimAt(payload, idp.roleClaim);
     const roleList = Array.isArray(roles) ? roles.filter((r): r is string => typeof r === 'string') : [];
     const need = purpose === 'enroll' ? idp.enrollRole : idp.adminRole;

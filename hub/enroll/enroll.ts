@@ -52,21 +52,27 @@ export function createEnrollHandler(deps: EnrollDeps): EnrollHandler {
         actor = `oidc:${t.subject}`;
         org = t.org;
         if (!perSubject.take(`oidc:${t.issuer}:${t.subject}`)) throw new SepalError(ErrorCodes.RATE_LIMITED, 'too many enrollments for this user');
-        claim = { kind: 'oidc', issuer: t.issuer, jti: t.jti, expiresAt: t.expiresAt };
+        // Remember the jti for as long as the verifier would still accept the token (exp plus the
+        // clock tolerance): forgetting it at exp would let a replay through inside the tolerance.
+        claim = { kind: 'oidc', issuer: t.issuer, jti: t.jti, expiresAt: t.expiresAt + (ctx.config.idp?.clockToleranceSeconds ?? 0) * 1000 };
         detail['subject'] = t.subject;
       } else if (typeof req.enrollmentToken === 'string' && req.enrollmentToken.length > 0) {
         const { id, secretHash } = parseEnrollmentToken(req.enrollmentToken);
         actor = `token:${id}`;
-        if (!perSubject.take(`token:${id}`)) throw new SepalError(ErrorCodes.RATE_LIMITED, 'too many enrollments with this token');
+        // Keyed by the whole credential: wrong secrets for a (public) token id fill their own
+        // buckets and cannot lock the real token out; the per-address limit bounds guessing.
+        if (!perSubject.take(`token:${id}:${secretHash}`)) throw new SepalError(ErrorCodes.RATE_LIMITED, 'too many enrollments with this token');
         const rec = await ctx.store.getEnrollmentToken(id);
         if (rec === null) throw new SepalError(ErrorCodes.ENROLLMENT_TOKEN_INVALID, 'unknown enrollment token');
-        org = rec.org; // checked again, with the secret, inside the enrollment transaction
+        // A requested org is checked by the store after the secret, so a wrong secret learns
+        // nothing about the token's organisation.
+        org = req.org !== '' ? req.org : rec.org;
         claim = { kind: 'token', id, secretHash };
         detail['token'] = id;
       } else {
         throw new SepalError(ErrorCodes.UNAUTHENTICATED, 'an access token or an enrollment token is required');
       }
-      if (req.org !== '' && req.org !== org) throw new SepalError(ErrorCodes.ORG_MISMATCH, `you may enroll only into your own organisation (${org})`);
+      if (claim.kind === 'oidc' && req.org !== '' && req.org !== org) throw new SepalError(ErrorCodes.ORG_MISMATCH, `you may enroll only into your own organisation (${org})`);
       checkOrg(org);
       const flowerKey = checkFlowerPublicKey(req.flowerPublicKey);
       if (!Buffer.isBuffer(req.csrDer) || req.csrDer.length === 0) throw new SepalError(ErrorCodes.CSR_MALFORMED, 'csr_der is empty');

@@ -85,6 +85,22 @@ describe('Enroll with a device-flow access token', () => {
     await expectRefused(access_token, grpc.status.UNAUTHENTICATED, ErrorCodes.TOKEN_REPLAYED);
   });
 
+  it('remembers a used token for as long as the clock tolerance still accepts it after exp', async () => {
+    // exp is 1 s away; the hub tolerates 5 s of skew: a replay after exp must still be caught.
+    const claims = idp.claimsFor('alice');
+    delete claims['exp'];
+    delete claims['iat'];
+    const t = await idp.mintAccessToken(claims, { expiresInSeconds: 1 });
+    await enroll(t);
+    await new Promise((r) => setTimeout(r, 2500));
+    await expectRefused(t, grpc.status.UNAUTHENTICATED, ErrorCodes.TOKEN_REPLAYED);
+  });
+
+  it('refuses a token issued in the future (beyond the tolerance)', async () => {
+    const t = await idp.mintAccessToken({ ...idp.claimsFor('alice'), iat: Math.floor(Date.now() / 1000) + 3600 });
+    await expectRefused(t, grpc.status.UNAUTHENTICATED, ErrorCodes.TOKEN_INVALID);
+  });
+
   it('refuses a token from another issuer', async () => {
     const t = await idp.mintAccessToken({ ...idp.claimsFor('alice'), iss: 'https://evil.example' });
     await expectRefused(t, grpc.status.UNAUTHENTICATED, ErrorCodes.TOKEN_ISSUER_MISMATCH);

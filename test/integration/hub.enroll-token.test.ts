@@ -116,6 +116,21 @@ describe('enrollment tokens', () => {
     expect(ok.org).toBe('org-m');
   });
 
+  it('a wrong secret learns nothing about the token\'s organisation, and wrong secrets cannot lock the real token out', async () => {
+    const { token } = await createToken('org-w');
+    const wrongSecret = token.slice(0, token.lastIndexOf('_') + 1) + 'C'.repeat(43);
+    await expectRefused(enrollReq(wrongSecret, { org: 'org-other' }), grpc.status.UNAUTHENTICATED, ErrorCodes.ENROLLMENT_TOKEN_INVALID);
+    for (let i = 0; i < 6; i++) {
+      const c = client(hub);
+      await expectRpcError(unaryCall(c, 'Enroll', enrollReq(wrongSecret)));
+      c.close();
+    }
+    const c = client(hub);
+    const ok = await unaryCall<EnrollResponse>(c, 'Enroll', enrollReq(token));
+    c.close();
+    expect(ok.org).toBe('org-w');
+  });
+
   it('a bad Flower key or a bad CSR is refused and does not use the token', async () => {
     const { token } = await createToken('org-k');
     await expectRefused(enrollReq(token, { flowerPublicKey: 'ssh-rsa AAAA' }), grpc.status.INVALID_ARGUMENT, ErrorCodes.FLOWER_KEY_INVALID);
