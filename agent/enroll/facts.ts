@@ -1,31 +1,25 @@
-// What the hub learns about this host at enrollment (HostFacts in sepal.proto). GPUs and the Flower
-// version arrive with their detectors; until then they are empty.
+// What the hub learns about this host at enrollment (HostFacts in sepal.proto). The detection
+// itself lives in agent/detect/: collectFacts() is its synchronous part (CPU, memory, OS; no GPUs,
+// no child process), detectFacts() adds the GPUs from nvidia-smi / rocm-smi / systeminformation.
 import os from 'node:os';
 import type { HostFacts } from '../../proto/api.ts';
+import { hostBasics, type HostSource } from '../detect/basics.ts';
+import type { DetectOptions } from '../detect/index.ts';
 import { AGENT_VERSION } from '../version.ts';
 
-export interface FactsSource {
-  hostname(): string;
-  type(): string;
-  release(): string;
-  arch(): string;
-  cpus(): Array<{ model: string }>;
-  availableParallelism(): number;
-  totalmem(): number;
-}
+export type FactsSource = HostSource;
 
 export function collectFacts(src: FactsSource = os): HostFacts {
-  const cpus = src.cpus();
   return {
-    hostname: src.hostname(),
-    os: `${src.type()} ${src.release()}`,
-    arch: src.arch(),
-    cpuModel: (cpus[0]?.model ?? '').trim(),
-    cpuCores: cpus.length > 0 ? cpus.length : src.availableParallelism(),
-    // uint64 travels as a decimal string (see proto/api.ts).
-    memoryBytes: String(src.totalmem()),
+    ...hostBasics(src),
     gpus: [],
     agentVersion: AGENT_VERSION,
     flowerVersion: '',
   };
+}
+
+/** The full facts, GPUs included (runs the GPU tools; never rejects because of one). */
+export async function detectFacts(opts: DetectOptions = {}): Promise<HostFacts> {
+  const { detectHost, toHostFacts } = await import('../detect/index.ts');
+  return toHostFacts(await detectHost(opts));
 }
