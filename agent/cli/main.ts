@@ -5,12 +5,23 @@
 import { AgentError, ErrorCodes, UsageError } from '../errors.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { cmdEnroll, ENROLL_USAGE } from './enroll.ts';
+import { cmdRun, RUN_USAGE } from './run.ts';
+import { cmdStatus } from './status.ts';
+import { cmdDoctor } from './doctor.ts';
 
 const HELP = `sepal-agent ${AGENT_VERSION} — enrolls this host into a Sepal federation and keeps it there
 
 Usage:
   ${ENROLL_USAGE}
+  ${RUN_USAGE}
+  sepal-agent status [--config FILE] [--state-dir DIR] [--json]
+  sepal-agent doctor [--config FILE] [--state-dir DIR]
   sepal-agent --help | --version
+
+run:     the daemon: renews the certificate, follows manifests, reports status, serves
+         /metrics, /healthz and /readyz on loopback (default 127.0.0.1:9478). SIGHUP reloads.
+status:  node, certificate expiry, manifest version, children, last hub contact.
+doctor:  preflight checks with a fix hint for each failure (exit 1 when one fails).
 
 enroll:
   --hub URL        the hub's HTTPS base URL, e.g. https://hub.example.org:8444
@@ -58,6 +69,12 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'enroll':
         return await cmdEnroll(rest, { stdout: process.stdout, stderr: process.stderr, signal: abort.signal });
+      case 'run':
+        return await cmdRun(rest, { signal: abort.signal });
+      case 'status':
+        return cmdStatus(rest, process.stdout);
+      case 'doctor':
+        return await cmdDoctor(rest, process.stdout);
       case '--version': case 'version':
         process.stdout.write(`${AGENT_VERSION}\n`);
         return 0;

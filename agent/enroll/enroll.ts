@@ -170,6 +170,7 @@ export async function enroll(opts: EnrollOptions, deps: EnrollDeps): Promise<Enr
         org: res.org,
         name: opts.name,
         hubUrl: opts.hubUrl.href,
+        issuer: discovery.issuer,
         grpcAddress: discovery.grpc_address,
         caSha256: root.fingerprint,
         federationId: discovery.federation_id,

@@ -65,6 +65,8 @@ export const NodeRecordSchema = z.strictObject({
   org: z.string().min(1).max(64),
   name: z.string().min(1).max(256),
   hubUrl: z.string().min(1).max(2048),
+  /** The hub's discovery `issuer`: what its manifests carry in `iss`. */
+  issuer: z.string().min(1).max(2048).optional(),
   grpcAddress: z.string().min(1).max(300),
   caSha256: z.string().regex(/^[0-9a-f]{64}$/),
   federationId: z.string().min(1).max(256),

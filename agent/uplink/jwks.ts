@@ -3,6 +3,7 @@
 // while the hub is away.
 import https from 'node:https';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { JSONWebKeySet } from 'jose';
 import { AgentError, ErrorCodes } from '../errors.ts';
 import { writeFileAtomicSync } from '../fsutil.ts';
@@ -47,6 +48,7 @@ export function cachedJwks(hubUrl: string, identity: () => TlsIdentity, cacheFil
   return async () => {
     try {
       const doc = await fetchJwks(hubUrl, identity());
+      fs.mkdirSync(path.dirname(cacheFile), { recursive: true, mode: 0o700 });
       writeFileAtomicSync(cacheFile, JSON.stringify(doc), 0o644);
       return doc;
     } catch (e) {
