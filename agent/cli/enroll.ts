@@ -14,8 +14,7 @@ import { callEnroll, type EnrollRpc } from '../enroll/hub-client.ts';
 import { defaultStateDir } from '../enroll/store.ts';
 import { promptView, type Output } from './prompt.ts';
 
-export const ENROLL_USAGE = `sepal-agent enroll --hub URL --ca-sha256 HEX [--token TOKEN] [--name NAME] [--org ORG]
-                   [--state-dir DIR] [--force] [--json]`;
+export { ENROLL_USAGE } from './usage.ts';
 
 const FLAGS = {
   hub: { type: 'string' },

@@ -4,16 +4,13 @@
 // turns every failure into an exit code: 0 ok, 1 "error CODE: message", 2 usage, 130 cancelled.
 import { AgentError, ErrorCodes, UsageError } from '../errors.ts';
 import { AGENT_VERSION } from '../version.ts';
-import { cmdEnroll, ENROLL_USAGE } from './enroll.ts';
-import { cmdRun, RUN_USAGE } from './run.ts';
-import { cmdStatus } from './status.ts';
-import { cmdDoctor } from './doctor.ts';
+import { ENROLL_USAGE } from './usage.ts';
 
 const HELP = `sepal-agent ${AGENT_VERSION} — enrolls this host into a Sepal federation and keeps it there
 
 Usage:
   ${ENROLL_USAGE}
-  ${RUN_USAGE}
+  sepal-agent run [--config FILE] [--state-dir DIR] [--metrics-addr HOST:PORT]
   sepal-agent status [--config FILE] [--state-dir DIR] [--json]
   sepal-agent doctor [--config FILE] [--state-dir DIR]
   sepal-agent --help | --version
@@ -67,14 +64,16 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     switch (cmd) {
+      // Each command loads only its own modules: the daemon never pays for the device flow's
+      // OIDC client or the QR encoder (its idle RSS is a target).
       case 'enroll':
-        return await cmdEnroll(rest, { stdout: process.stdout, stderr: process.stderr, signal: abort.signal });
+        return await (await import('./enroll.ts')).cmdEnroll(rest, { stdout: process.stdout, stderr: process.stderr, signal: abort.signal });
       case 'run':
-        return await cmdRun(rest, { signal: abort.signal });
+        return await (await import('./run.ts')).cmdRun(rest, { signal: abort.signal });
       case 'status':
-        return cmdStatus(rest, process.stdout);
+        return (await import('./status.ts')).cmdStatus(rest, process.stdout);
       case 'doctor':
-        return await cmdDoctor(rest, process.stdout);
+        return await (await import('./doctor.ts')).cmdDoctor(rest, process.stdout);
       case '--version': case 'version':
         process.stdout.write(`${AGENT_VERSION}\n`);
         return 0;

@@ -22,8 +22,11 @@ import { derToPem } from '../../hub/ca/pem.ts';
 import { silentLogger } from '../../hub/log.ts';
 import { HubMetrics } from '../../hub/metrics.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
+import { bundle } from '../../installers/bundle.ts';
 
-const { values: args } = parseArgs({ options: { json: { type: 'string' }, seconds: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { json: { type: 'string' }, seconds: { type: 'string' }, 'agent-seconds': { type: 'string' } } });
+/** How long the idle agent is watched (the target needs at least 60 s). */
+const AGENT_SECONDS = Number(args['agent-seconds'] ?? '60');
 const SECONDS = Number(args.seconds ?? '4');
 const REPO = path.resolve(import.meta.dirname, '../..');
 
@@ -84,9 +87,10 @@ async function main(): Promise<void> {
   try {
     const paths: HubPaths = hubPaths(path.join(dir, 'hub'));
     const grpcPort = await freePort();
+    const httpsPort = await freePort();
     await initDataDir(paths, {
       hostnames: ['localhost', '127.0.0.1'],
-      configure: (c) => ({ ...c, grpc: { listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` }, https: { listen: '127.0.0.1:0', publicUrl: 'https://localhost:8444' } }),
+      configure: (c) => ({ ...c, grpc: { listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` }, https: { listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` } }),
     });
     const hub = await openHub(paths, { log: silentLogger(), metrics: new HubMetrics({ defaultMetrics: false }) });
     const ctx = hub.ctx;
@@ -154,6 +158,11 @@ async function main(): Promise<void> {
     results.push({ name: 'issuance_grpc_added_us_per_call', value: (1 / grpcRate - 1 / ceil) * 1e6, unit: 'µs', target: '<= ~330', met: (1 / grpcRate - 1 / ceil) * 1e6 <= 330 });
     results.push({ name: 'hub_rss_after_grpc_load_mb', value: hubRss / 1024 / 1024, unit: 'MB', target: 'reported', met: null });
 
+    // 5. An enrolled agent idling against a local hub: RSS and CPU over AGENT_SECONDS.
+    const idle = await agentIdle(paths, httpsPort, children);
+    results.push({ name: 'agent_idle_rss_mb', value: idle.rssMb, unit: 'MB', target: '<= 60', met: idle.rssMb <= 60 });
+    results.push({ name: 'agent_idle_cpu_pct', value: idle.cpuPct, unit: '%', target: '<= 0.5', met: idle.cpuPct <= 0.5 });
+
     print();
     if (args.json !== undefined) {
       const out = {
@@ -167,6 +176,52 @@ async function main(): Promise<void> {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function cpuTicks(pid: number): number {
+  // /proc/PID/stat fields 14 and 15: utime and stime in clock ticks (USER_HZ, 100 on Linux).
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+async function agentIdle(paths: HubPaths, httpsPort: number, children: ChildProcess[]): Promise<{ rssMb: number; cpuPct: number }> {
+  const run = (args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+    c.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+    c.once('close', (code) => resolve({ code, out }));
+  });
+  const serve = spawn(process.execPath, [path.join(REPO, 'hub/cli/main.ts'), 'serve', '--data-dir', paths.dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(serve);
+  await waitForPort(httpsPort);
+  const tok = await run([path.join(REPO, 'hub/cli/main.ts'), 'token', 'create', '--data-dir', paths.dataDir, '--org', 'bench', '--json']);
+  const token = (JSON.parse(tok.out.trim().split('\n').at(-1) ?? '{}') as { token?: string }).token ?? '';
+  const fingerprint = crypto.createHash('sha256').update(new crypto.X509Certificate(fs.readFileSync(paths.rootCert)).raw).digest('hex');
+  const stateDir = path.join(path.dirname(paths.dataDir), 'agent-state');
+  const enrolled = await run([path.join(REPO, 'agent/cli/main.ts'), 'enroll', '--hub', `https://localhost:${httpsPort}`, '--ca-sha256', fingerprint, '--token', token, '--state-dir', stateDir]);
+  if (enrolled.code !== 0) throw new Error(`agent enroll failed: ${enrolled.out}`);
+  const cfg = path.join(path.dirname(paths.dataDir), 'agent.json');
+  fs.writeFileSync(cfg, JSON.stringify({ logLevel: 'warn' }));
+  // The agent as it ships: the bundled JS (installers/bundle.ts), not the TypeScript sources.
+  const { agent: bundled } = await bundle();
+  const agent = spawn(process.execPath, [bundled, 'run', '--config', cfg, '--state-dir', stateDir, '--metrics-addr', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(agent);
+  const pid = agent.pid ?? 0;
+  await new Promise((r) => setTimeout(r, 15_000)); // warm-up: connect, first status report, GC settles
+  const t0 = performance.now();
+  const c0 = cpuTicks(pid);
+  const rss: number[] = [];
+  while (performance.now() - t0 < AGENT_SECONDS * 1000) {
+    await new Promise((r) => setTimeout(r, 1000));
+    rss.push(rssOf(pid));
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpuPct = ((cpuTicks(pid) - c0) / 100) / elapsed * 100;
+  agent.kill('SIGTERM');
+  serve.kill('SIGTERM');
+  return { rssMb: rss.reduce((a, b) => a + b, 0) / rss.length / 1024 / 1024, cpuPct };
 }
 
 async function waitForPort(port: number): Promise<void> {
