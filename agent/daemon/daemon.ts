@@ -271,7 +271,7 @@ export class AgentDaemon {
     this.metrics.setCertNotAfter(id.notAfter);
     this.#connection?.swap(tlsIdentity(id));
     this.#stream?.restart();
-    this.#log.info({ event: 'cert.renewed', serial: id.serial, notAfter: new Date(id.notAfter).toISOString() }, 'certificate renewed; hub connection swapped');
+    this.#log.info({ event: 'hub.connection_swapped', serial: id.serial }, 'hub connection now presents the renewed certificate');
     this.#changed();
   }
 
@@ -397,6 +397,7 @@ export class AgentDaemon {
     this.#stream?.stop();
     this.#status?.stop();
     this.#rotator?.stop();
+    await this.#rotator?.whenIdle();
     if (this.#runner !== null) {
       if (!wasRevoked) await this.#runner.apply(null);
       await this.#runner.close();

@@ -5,7 +5,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ManifestEnvelope } from '../../proto/api.ts';
 import type { Clock, Timer } from '../runtime/clock.ts';
 import type { Logger } from '../log.ts';
-import { fullJitter, type BackoffPolicy } from './backoff.ts';
+import { backoffDelay, type BackoffOptions } from '../credentials/schedule.ts';
 import { isRevocation, rpcError, type HubConnection } from './connection.ts';
 
 /** A stream that lived this long counts as healthy: the next failure starts backoff afresh. */
@@ -15,7 +15,7 @@ export interface ManifestStreamDeps {
   readonly connection: HubConnection;
   readonly clock: Clock;
   readonly log: Logger;
-  readonly backoff: BackoffPolicy;
+  readonly backoff: BackoffOptions;
   /** The highest version applied: the hub sends only newer ones. */
   readonly knownVersion: () => number;
   readonly onManifest: (env: ManifestEnvelope) => void;
@@ -106,7 +106,7 @@ export class ManifestStream {
     if (this.#stopped) return;
     const d = this.#d;
     if (d.clock.now() - this.#openedAt >= HEALTHY_AFTER_MS) this.#attempt = 0;
-    const delay = fullJitter(this.#attempt++, d.backoff, () => d.clock.random());
+    const delay = backoffDelay(this.#attempt++, d.backoff, d.clock.random());
     this.#timer = d.clock.setTimeout(() => {
       this.#timer = null;
       this.#open();
