@@ -32,8 +32,14 @@ export function cmdStatus(argv: string[], out: { write(s: string): unknown }, no
     rows.push(['agent', 'has not run yet (start it: systemctl start sepal-agent, or sepal-agent run)']);
   } else {
     const notAfter = Date.parse(st.cert.notAfter);
+    let alive = false;
+    try {
+      process.kill(st.pid, 0);
+      alive = true;
+    } catch { /* not running */ }
+    const daemonState = alive || st.state === 'stopped' ? st.state : `not running (last state ${st.state})`;
     rows.push(
-      ['agent', `${st.state} (pid ${st.pid}, updated ${st.updatedAt})`],
+      ['agent', `${daemonState} (pid ${st.pid}, updated ${st.updatedAt})`],
       ['certificate', `expires in ${inWords(notAfter - now)} (${st.cert.notAfter}), renewal ${st.cert.rotation}`],
       ['manifest', st.manifest.version === 0 ? 'none yet' : `version ${st.manifest.version} (${st.manifest.lastResult ?? 'not applied'})`],
       ...Object.entries(st.children).map(([k, v]): [string, string] => [k, v.state]),

@@ -55,6 +55,7 @@ export interface StatusFile {
 
 const GPU_SAMPLE_MS = 15_000;
 const TICK_MS = 10_000;
+const APPLY_RETRY_MS = 30_000;
 
 function tlsIdentity(id: CurrentIdentity): TlsIdentity {
   return { keyPem: id.keyPem, certChainPem: id.certPem + id.chainPem, rootsPem: id.caPem };
@@ -85,6 +86,7 @@ export class AgentDaemon {
   #lastApply: ApplyResult | null = null;
   #rejected: string[] = [];
   #retryTimer: Timer | null = null;
+  #applyRetry: Timer | null = null;
   #tick: Timer | null = null;
   #gpuTimer: Timer | null = null;
   readonly #startedAt: number;
@@ -181,7 +183,9 @@ export class AgentDaemon {
       const resumed = await this.#gate.resume();
       if (resumed !== null) await this.#apply(resumed.version, resumed.body);
     } catch (e) {
-      this.#manifestFailed(e, 'resume');
+      // Only a real rejection is a security event; "cannot check now" waits for the stream.
+      if (isManifestRejection(e)) this.#manifestFailed(e, 'resume');
+      else this.#log.warn({ err: e, event: 'manifest.resume_deferred' }, 'the stored manifest cannot be verified yet');
     }
 
     this.#stream = new ManifestStream({
@@ -233,6 +237,7 @@ export class AgentDaemon {
     const tick = () => {
       this.#beats.beat('main', { expectNextWithinMs: TICK_MS });
       this.metrics.setReady(this.readiness().ready);
+      this.#writeStatusFile(); // keeps 'last hub contact' and 'updated' current for `status`
       this.#tick = this.#clock.setTimeout(tick, TICK_MS);
     };
     tick();
@@ -255,7 +260,6 @@ export class AgentDaemon {
   #onContact(): void {
     this.#lastContact = this.#clock.now();
     this.metrics.hubContact(this.#lastContact);
-    this.#beats.beat('hub', { expectNextWithinMs: this.#config.hub.statusIntervalSeconds * 1000 * 2 });
   }
 
   #onConnected(connected: boolean): void {
@@ -321,7 +325,16 @@ export class AgentDaemon {
     if (runner === null) return;
     const r = await runner.apply(version === null ? null : { version, body });
     if (r.status !== 'cancelled') this.#lastApply = r;
-    if (r.status === 'failed') this.#log.error({ event: 'reconcile.failed', version: r.version, step: r.step?.kind, err: r.error }, 'could not apply the manifest');
+    if (version !== null && r.status === 'applied') this.metrics.setManifestVersion(version);
+    if (r.status === 'failed') {
+      this.#log.error({ event: 'reconcile.failed', version: r.version, step: r.step?.kind, err: r.error }, 'could not apply the manifest; retrying');
+      // Try the same desired state again later (a dataset may appear), unless something newer came.
+      this.#applyRetry?.cancel();
+      this.#applyRetry = this.#clock.setTimeout(() => {
+        this.#applyRetry = null;
+        if (this.#lastApply === r && this.#state !== 'revoked' && this.#state !== 'stopping' && this.#state !== 'stopped') void this.#apply(version, body);
+      }, APPLY_RETRY_MS);
+    }
     for (const [child, view] of Object.entries(this.#runtime.children)) {
       this.metrics.setChildState(child, view.state);
       this.metrics.setChildUp(child, false);
@@ -392,6 +405,7 @@ export class AgentDaemon {
     const wasRevoked = this.#state === 'revoked';
     this.#state = 'stopping';
     this.#retryTimer?.cancel();
+    this.#applyRetry?.cancel();
     this.#tick?.cancel();
     this.#gpuTimer?.cancel();
     this.#stream?.stop();

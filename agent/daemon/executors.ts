@@ -24,13 +24,11 @@ export class RecordedRuntime {
   datasets: Record<string, { path: string; verifiedSha256: string | null }> = {};
 
   observe(): NodeRuntimeState {
-    // Children never run in this version: report them as not running with the config they hold,
-    // so the planner keeps asking to start them and the status shows why they are not up.
-    return {
-      supernode: { running: false, configHash: this.children.supernode.configHash },
-      vpn: { running: false, configHash: this.children.vpn.configHash },
-      datasets: { ...this.datasets },
-    };
+    // Children are not supervised in this version: a configured child counts as "running" for
+    // the planner (so an unchanged manifest plans nothing and a revocation plans the stops), while
+    // status and metrics say 'not-managed' and never report it up.
+    const view = (c: ChildView) => ({ running: c.state === 'not-managed', configHash: c.configHash });
+    return { supernode: view(this.children.supernode), vpn: view(this.children.vpn), datasets: { ...this.datasets } };
   }
 }
 

@@ -248,6 +248,8 @@ const OID_CONTENT_RE = /^(?:[\x00-\x7f]|[\x81-\xff][\x80-\xff]*[\x00-\x7f])+$/;
  * its tag; `sequence()`/`set()`/`enter()` return a reader over the contents; `end()` checks
  * nothing is left over. Errors are SepalErrors carrying `code`.
  */
+const OID_DECODED = new Map<string, string>();
+
 export class DerReader {
   readonly #buf: Buffer;
   readonly #code: ErrorCode;
@@ -366,6 +368,11 @@ export class DerReader {
 
   oidContent(el: DerElement): string {
     const c = el.content;
+    // The same few OIDs recur in every CSR: valid encodings decoded once are remembered (bounded,
+    // and only valid ones, so a stream of junk cannot grow it).
+    const key = c.length <= 32 ? c.toString('latin1') : null;
+    const known = key === null ? undefined : OID_DECODED.get(key);
+    if (known !== undefined) return known;
     // Every subidentifier: no 0x80 padding first, last octet without the continuation bit.
     if (c.length === 0 || c.length > 128 || !OID_CONTENT_RE.test(c.toString('latin1'))) this.fail('DER: bad OBJECT IDENTIFIER');
     const arcs: string[] = [];
@@ -387,7 +394,9 @@ export class DerReader {
         big = undefined;
       }
     }
-    return arcs.join('.');
+    const dotted = arcs.join('.');
+    if (key !== null && OID_DECODED.size < 256) OID_DECODED.set(key, dotted);
+    return dotted;
   }
 
   bitString(): BitStringValue {

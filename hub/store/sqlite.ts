@@ -211,6 +211,8 @@ export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #s: Statements;
   readonly #renewals: PendingRenewal[] = [];
+  /** The audit head inside the open transaction (null outside one). */
+  #head: { seq: number; hash: string } | null = null;
 
   private constructor(db: DatabaseSync) {
     this.#db = db;
@@ -287,6 +289,8 @@ export class SqliteStore implements Store {
         try { this.#s.rollback.run(); } catch { /* keep the original error */ }
       }
       throw e;
+    } finally {
+      this.#head = null;
     }
   }
 
@@ -295,10 +299,15 @@ export class SqliteStore implements Store {
     checkTime(now);
     if (!isAuditEvent(input.event)) throw new TypeError(`unknown audit event ${String(input.event)}`);
     if (typeof input.actor !== 'string' || input.actor === '') throw new TypeError('audit actor must be a non-empty string');
-    const head = getRow(this.#s.auditHead);
-    const prevHash = head === undefined ? GENESIS_HASH : head[1] as string;
+    // The head is read once per transaction (we hold the write lock until COMMIT, so nobody else
+    // can append meanwhile) and carried forward: a batch of renewals reads it once, not per row.
+    if (this.#head === null) {
+      const row = getRow(this.#s.auditHead);
+      this.#head = row === undefined ? { seq: 0, hash: GENESIS_HASH } : { seq: row[0] as number, hash: row[1] as string };
+    }
+    const prevHash = this.#head.hash;
     const fields = {
-      seq: head === undefined ? 1 : (head[0] as number) + 1,
+      seq: this.#head.seq + 1,
       at: now,
       event: input.event,
       actor: input.actor,
@@ -310,6 +319,7 @@ export class SqliteStore implements Store {
     const hash = auditHash(prevHash, fields);
     this.#s.auditInsert.run(fields.seq, fields.at, fields.event, fields.actor, fields.nodeId, fields.org, fields.reason,
       fields.detail, prevHash, hash);
+    this.#head = { seq: fields.seq, hash };
     return { ...fields, prevHash, hash };
   }
 
