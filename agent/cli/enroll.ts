@@ -88,7 +88,7 @@ export function formatOutcome(o: EnrollOutcome): string {
     '',
     'Next: start the agent service, which keeps the certificate fresh and runs the Flower SuperNode:',
     '  sudo systemctl enable --now sepal-agent',
-    '(`sepal-agent run` starts it in the foreground; it arrives in a later release.)',
+    '(or run it in the foreground: sepal-agent run; see docs/agent.md)',
     '',
   ].join('\n');
 }
