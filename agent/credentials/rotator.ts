@@ -338,6 +338,16 @@ export class CertificateRotator {
       this.#setState('revoked');
       return;
     }
+    if (err.code === ErrorCodes.CLIENT_CERT_EXPIRED && this.#expired()) {
+      // The hub itself says the certificate is past its life: no retry can change that (retrying
+      // would only fill the hub's denials). Stop and say what to do.
+      this.#cancelTimer();
+      this.#d.log.error({ event: 'cert.expired_refused', nodeId: id?.node.nodeId, serial: id?.serial },
+        'THE CERTIFICATE HAS EXPIRED and the hub refuses it: renewal has stopped; enroll again (sepal-agent enroll --force)');
+      this.#call('onRenewal', () => this.#d.onRenewal?.('refused'));
+      this.#setState('expired');
+      return;
+    }
     const result: RenewalResult = isAgentError(err) && TRANSIENT_CODES.has(err.code) ? 'failure' : 'refused';
     const delay = backoffDelay(this.#failures, this.#backoff, this.#d.clock.random());
     this.#failures++;

@@ -347,6 +347,21 @@ describe('CertificateRotator: failures and backoff', () => {
     diskPair();
   });
 
+  it('an expired certificate the hub refuses as expired stops renewing (no retry can help) and says to enroll again', async () => {
+    enroll({ notBefore: T0 - 2 * LIFETIME, notAfter: T0 - LIFETIME });
+    const h = harness({ hub: failing(ErrorCodes.CLIENT_CERT_EXPIRED) });
+    h.rotator.start();
+    clock.advance(DEFAULT_BACKOFF.baseMs);
+    await h.rotator.whenIdle();
+    expect(h.calls).toHaveLength(1);
+    expect(h.rotator.state).toBe('expired');
+    expect(h.rotator.status().nextAttemptAt).toBeNull();
+    expect(h.logs().find((l) => l['event'] === 'cert.expired_refused')?.['level']).toBe(50);
+    clock.advance(24 * 3_600_000);
+    await h.rotator.whenIdle();
+    expect(h.calls).toHaveLength(1);
+  });
+
   it('an identity already expired at start-up is reported expired and renewed at once', async () => {
     enroll({ notBefore: T0 - 2 * LIFETIME, notAfter: T0 - LIFETIME });
     const h = harness();
