@@ -50,40 +50,40 @@ export class ManifestService {
       const first = parsed.issues[0];
       throw new SepalError(ErrorCodes.MANIFEST_INVALID, `manifest body is invalid at ${first?.path || '(root)'}: ${first?.message ?? ''}`, { detail: { issues: parsed.issues } });
     }
-    if ('org' in target) {
-      // Remembered for nodes that enroll into the organisation later (their first manifest).
-      await ctx.store.setOrgManifest(target.org, JSON.stringify(parsed.value), ctx.clock());
-    }
+    const signer = await this.activeSigner();
+    const body = parsed.value;
     const nodes = 'nodeId' in target
       ? [await ctx.store.getNode(target.nodeId)].filter((n) => n !== null)
       : await ctx.store.listNodes({ org: target.org });
     const active = nodes.filter((n) => n.state === 'active');
-    if (active.length === 0) {
-      if ('org' in target) return [];
-      throw new SepalError(ErrorCodes.NOT_FOUND, `no active node ${target.nodeId}`);
-    }
-    const signer = await this.activeSigner();
-    const body = parsed.value;
-    // A signed manifest must fit in one gRPC message with room for its envelope, or no agent
-    // could ever receive it; refusing inside the build rolls the whole publication back.
+    if (active.length === 0 && 'nodeId' in target) throw new SepalError(ErrorCodes.NOT_FOUND, `no active node ${target.nodeId}`);
+    const org = 'org' in target ? target.org : active[0]?.org ?? '';
+    // A signed manifest must fit in one gRPC message with room for its envelope, or no agent could
+    // ever receive it. Checked before anything is stored (also when an organisation has no node
+    // yet, its manifest is kept for later), with the longest version number a manifest can carry.
     const maxJws = ctx.config.limits.maxMessageBytes - ENVELOPE_OVERHEAD;
-    let records: ManifestRecord[];
-    try {
-      records = await ctx.store.publishManifests(
-        active.map((n) => n.id),
-        (nodeId, org, version) => {
-          const s = signer.sign({ nodeId, org, version, body });
-          if (s.jws.length > maxJws) {
-            throw new SepalError(ErrorCodes.MANIFEST_INVALID, `signed manifest is ${s.jws.length} bytes; limits.maxMessageBytes allows ${maxJws}`, { detail: { issues: [{ path: '', message: 'too large once signed' }] } });
-          }
-          return { kid: s.kid, jws: s.jws, expiresAt: s.expiresAt };
-        },
-        (nodeId, org, version) => ({ event: 'manifest.published', actor, nodeId, org, detail: { version, kid: signer.kid } }),
-        ctx.clock(),
-      );
-    } catch (e) {
-      if (e instanceof SepalError && e.code === ErrorCodes.MANIFEST_INVALID) await recordDenial(ctx, ErrorCodes.MANIFEST_INVALID, actor, { reason: 'too_large' });
-      throw e;
+    const tooLarge = (jwsLength: number): SepalError =>
+      new SepalError(ErrorCodes.MANIFEST_INVALID, `signed manifest is ${jwsLength} bytes; limits.maxMessageBytes allows ${maxJws}`, { detail: { issues: [{ path: '', message: 'too large once signed' }] } });
+    const probe = signer.sign({ nodeId: 'n-0000000000000000', org, version: Number.MAX_SAFE_INTEGER, body });
+    if (probe.jws.length > maxJws) {
+      await recordDenial(ctx, ErrorCodes.MANIFEST_INVALID, actor, { reason: 'too_large' });
+      throw tooLarge(probe.jws.length);
+    }
+
+    const records = active.length === 0 ? [] : await ctx.store.publishManifests(
+      active.map((n) => n.id),
+      (nodeId, nodeOrg, version) => {
+        const signed = signer.sign({ nodeId, org: nodeOrg, version, body });
+        if (signed.jws.length > maxJws) throw tooLarge(signed.jws.length); // rolls the whole publication back
+        return { kid: signed.kid, jws: signed.jws, expiresAt: signed.expiresAt };
+      },
+      (nodeId, nodeOrg, version) => ({ event: 'manifest.published', actor, nodeId, org: nodeOrg, detail: { version, kid: signer.kid } }),
+      ctx.clock(),
+    );
+    if ('org' in target) {
+      // Remembered for nodes that enroll into the organisation later (their first manifest), once
+      // the publication itself has succeeded.
+      await ctx.store.setOrgManifest(target.org, JSON.stringify(body), ctx.clock());
     }
     ctx.metrics.manifestsPublished.inc(records.length);
     ctx.log.info({ event: 'manifest.published', nodes: records.length, kid: signer.kid, actor }, 'manifests published');

@@ -187,3 +187,25 @@ describe('first manifest', () => {
     expect((payload['manifest'] as { supernode: { nodeConfig: Record<string, unknown> } }).supernode.nodeConfig['partition-id']).toBe(1);
   });
 });
+
+describe('first manifest, too large', () => {
+  it('a manifest too large to deliver is refused for an organisation without nodes too, and is not kept for new nodes', async () => {
+    const fs = await import('node:fs');
+    const path = await import('node:path');
+    const file = path.join(hub.dir, 'org-big.json');
+    fs.writeFileSync(file, JSON.stringify({
+      superlink: { address: 'superlink.example.org:9092' },
+      supernode: { nodeConfig: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'x'.repeat(1000)])) },
+      privacy: { differentialPrivacy: { enabled: false }, secureAggregation: { enabled: false } },
+    }));
+    const pub = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--org', 'org-big', '--file', file]);
+    expect(pub.code).toBe(1);
+    expect(pub.stderr).toContain(`error ${ErrorCodes.MANIFEST_INVALID}`);
+    expect(await hub.running.hub.ctx.store.getOrgManifest('org-big')).toBeNull();
+    const { token } = await createToken('org-big');
+    const c = client(hub);
+    const res = await unaryCall<EnrollResponse>(c, 'Enroll', enrollReq(token));
+    c.close();
+    expect(res.manifest).toBeNull();
+  });
+});
