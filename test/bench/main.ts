@@ -23,6 +23,7 @@ import { silentLogger } from '../../hub/log.ts';
 import { HubMetrics } from '../../hub/metrics.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
 import { bundle } from '../../installers/bundle.ts';
+import { freePorts } from '../helpers/hub.ts';
 
 const { values: args } = parseArgs({ options: { json: { type: 'string' }, seconds: { type: 'string' }, 'agent-seconds': { type: 'string' } } });
 /** How long the idle agent is watched (the target needs at least 60 s). */
@@ -60,17 +61,6 @@ async function timeConcurrent(seconds: number, concurrency: number, body: () => 
   return n / ((performance.now() - t0) / 1000);
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const p = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function rssOf(pid: number): number {
   try {
@@ -86,8 +76,7 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     const paths: HubPaths = hubPaths(path.join(dir, 'hub'));
-    const grpcPort = await freePort();
-    const httpsPort = await freePort();
+    const [grpcPort = 0, httpsPort = 0] = await freePorts(2);
     await initDataDir(paths, {
       hostnames: ['localhost', '127.0.0.1'],
       configure: (c) => ({ ...c, grpc: { listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` }, https: { listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` } }),

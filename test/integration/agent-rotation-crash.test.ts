@@ -12,6 +12,7 @@ import { lockState, recoverState, statePaths, type StatePaths } from '../../agen
 import { loadIdentity } from '../../agent/credentials/identity.ts';
 import { REPO, tempDir, type TestHub } from '../helpers/hub.ts';
 import { enrollWithCli, opensslVerify, startPublishedHub } from './agent-rotation.helpers.ts';
+import { seeded } from '../helpers/random.ts';
 
 const CHILD = path.join(REPO, 'test/integration/agent-rotation-crash-child.ts');
 const LANES = 2;
@@ -127,17 +128,6 @@ async function recoverAndCheck(paths: StatePaths): Promise<Checked> {
   return { serial: id.serial, notBefore: id.notBefore };
 }
 
-/** mulberry32: a reproducible sequence of kill delays (the seed is printed). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function lane(index: number, seed: number): Promise<Kill[]> {
   const dir = path.join(work, `lane-${index}`);

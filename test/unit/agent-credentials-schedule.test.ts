@@ -5,21 +5,11 @@ import {
   DEFAULT_BACKOFF, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_CAP_MS, RENEW_LATEST_BEFORE_END, RENEW_WINDOW_END, RENEW_WINDOW_START,
   backoffDelay, renewAt,
 } from '../../agent/credentials/schedule.ts';
+import { seeded } from '../helpers/random.ts';
 
 const HOUR = 3_600_000;
 const EDGES = [0, Number.MIN_VALUE, 0.25, 0.5, 0.75, 0.999, 0.999999999, 1 - Number.EPSILON];
 
-/** A seeded generator (mulberry32): many values, the same on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('renewAt', () => {
   const notBefore = 1_700_000_000_000;
