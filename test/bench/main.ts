@@ -22,7 +22,7 @@ import { derToPem } from '../../hub/ca/pem.ts';
 import { silentLogger } from '../../hub/log.ts';
 import { HubMetrics } from '../../hub/metrics.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
-import { bundle } from '../../installers/bundle.ts';
+import { AGENT_NODE_FLAGS, bundle } from '../../installers/bundle.ts';
 import { freePorts } from '../helpers/hub.ts';
 
 const { values: args } = parseArgs({ options: { json: { type: 'string' }, seconds: { type: 'string' }, 'agent-seconds': { type: 'string' } } });
@@ -193,9 +193,10 @@ async function agentIdle(paths: HubPaths, httpsPort: number, children: ChildProc
   if (enrolled.code !== 0) throw new Error(`agent enroll failed: ${enrolled.out}`);
   const cfg = path.join(path.dirname(paths.dataDir), 'agent.json');
   fs.writeFileSync(cfg, JSON.stringify({ logLevel: 'warn' }));
-  // The agent as it ships: the bundled JS (installers/bundle.ts), not the TypeScript sources.
+  // The agent as it ships: the bundled JS with the shipped V8 flags (installers/bundle.ts), not the
+  // TypeScript sources.
   const { agent: bundled } = await bundle();
-  const agent = spawn(process.execPath, [bundled, 'run', '--config', cfg, '--state-dir', stateDir, '--metrics-addr', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, bundled, 'run', '--config', cfg, '--state-dir', stateDir, '--metrics-addr', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(agent);
   const pid = agent.pid ?? 0;
   await new Promise((r) => setTimeout(r, 15_000)); // warm-up: connect, first status report, GC settles
