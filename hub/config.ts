@@ -25,8 +25,9 @@ export const HubConfigSchema = z.object({
     publicUrl: z.url({ protocol: /^https$/ }),
   }).strict(),
   certificates: z.object({
-    /** Node certificate lifetime: from minutes to days. */
-    leafLifetimeSeconds: seconds(300, 30 * 86400),
+    /** Node certificate lifetime: from a minute (agents renew at ~2/3 of notAfter - notBefore,
+     *  which includes the 60 s backdating) to days. */
+    leafLifetimeSeconds: seconds(60, 30 * 86400),
   }).strict(),
   manifests: z.object({
     lifetimeSeconds: seconds(300, 365 * 86400),

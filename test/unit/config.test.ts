@@ -51,11 +51,11 @@ describe('parseHubConfig', () => {
 
   it('accepts a configured idp and the lifetime bounds themselves', () => {
     const c = withValue('idp', { issuer: 'https://idp.example.org/realms/fl', clientId: 'sepal-agent', audience: 'sepal-hub', scopes: ['openid'] });
-    (c['certificates'] as Record<string, unknown>)['leafLifetimeSeconds'] = 300;
+    (c['certificates'] as Record<string, unknown>)['leafLifetimeSeconds'] = 60;
     (c['manifests'] as Record<string, unknown>)['lifetimeSeconds'] = 365 * 86400;
     (c['crl'] as Record<string, unknown>)['lifetimeSeconds'] = 600;
     const parsed = parseHubConfig(c, 'hub.json');
-    expect(parsed.certificates.leafLifetimeSeconds).toBe(300);
+    expect(parsed.certificates.leafLifetimeSeconds).toBe(60);
     expect(parsed.manifests.lifetimeSeconds).toBe(365 * 86400);
     expect(parsed.crl.lifetimeSeconds).toBe(600);
     expect(parsed.idp?.clientId).toBe('sepal-agent');
@@ -130,7 +130,7 @@ describe('parseHubConfig', () => {
   });
 
   it.each([
-    ['certificates.leafLifetimeSeconds', 299],
+    ['certificates.leafLifetimeSeconds', 59],
     ['certificates.leafLifetimeSeconds', 30 * 86400 + 1],
     ['certificates.leafLifetimeSeconds', 0],
     ['certificates.leafLifetimeSeconds', -86400],
