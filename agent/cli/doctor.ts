@@ -8,6 +8,8 @@ import { loadIdentity } from '../credentials/identity.ts';
 import { detectHost } from '../detect/index.ts';
 import { readNodeRecord, statePaths, type StatePaths } from '../enroll/store.ts';
 import { runOptions } from './run.ts';
+import { SUPPORTED_DIALECTS, detectFlower } from '../flower/supernode.ts';
+import { isAgentError } from '../errors.ts';
 
 interface Check {
   readonly name: string;
@@ -84,10 +86,18 @@ async function checks(paths: StatePaths, supernode: string, openvpn: string): Pr
   } catch (e) {
     out.push({ name: 'hub reachable', ok: false, severity: 'fail', detail: `${node.hubUrl}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, fix: 'check DNS, routes and firewall to the hub; the hub must be running' });
   }
-  for (const [name, cmd] of [['flower-supernode', supernode], ['openvpn', openvpn]] as const) {
-    const v = await version(cmd);
-    out.push({ name, ok: v !== null, severity: 'warn', detail: v ?? `${cmd} not found`, fix: name === 'openvpn' ? 'apt install openvpn' : 'pip install flwr (the version the federation uses), or set supernode.command' });
+  // The agent runs the SuperNode: a missing or unsupported Flower is a failure.
+  try {
+    const f = await detectFlower(supernode);
+    out.push({ name: 'flower-supernode', ok: true, severity: 'fail', detail: `${f.binary}: Flower ${f.version} (supported: ${SUPPORTED_DIALECTS.map((d) => d.versions).join(', ')})`, fix: '' });
+  } catch (e) {
+    out.push({
+      name: 'flower-supernode', ok: false, severity: 'fail', detail: `${isAgentError(e) ? e.code : 'ERROR'}: ${(e as Error).message}`,
+      fix: `pip install flwr==${SUPPORTED_DIALECTS[0]?.versions.replace('.x', '.0') ?? ''} in a venv and set supernode.command to its bin/flower-supernode`,
+    });
   }
+  const v = await version(openvpn);
+  out.push({ name: 'openvpn', ok: v !== null, severity: 'warn', detail: v ?? `${openvpn} not found`, fix: 'apt install openvpn' });
   const facts = await detectHost().catch(() => null);
   out.push({ name: 'GPU', ok: (facts?.gpus.length ?? 0) > 0, severity: 'warn', detail: facts === null ? 'detection failed' : `${facts.gpus.length} GPU(s)${facts.gpus[0] === undefined ? '' : `: ${facts.gpus[0].model}`}`, fix: 'install the NVIDIA driver (nvidia-smi) or ROCm (rocm-smi) if this host has GPUs' });
   return out;

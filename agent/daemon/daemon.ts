@@ -11,7 +11,7 @@ import { createHubRenew } from '../credentials/hub-renew.ts';
 import type { CurrentIdentity } from '../credentials/identity.ts';
 import { CertificateRotator, type RotationState } from '../credentials/rotator.ts';
 import { detectHost, gpuSamples, toHostFacts } from '../detect/index.ts';
-import { lockState, statePaths, type StatePaths } from '../enroll/store.ts';
+import { IDENTITY_FILES, lockState, statePaths, type StatePaths } from '../enroll/store.ts';
 import { AgentError, ErrorCodes, isAgentError } from '../errors.ts';
 import { writeFileAtomicSync } from '../fsutil.ts';
 import { HubConnection, type TlsIdentity } from '../uplink/connection.ts';
@@ -27,7 +27,7 @@ import { AgentMetrics } from '../metrics/registry.ts';
 import { buildMetricsServer, listenMetrics } from '../metrics/server.ts';
 import { ApplyRunner, type ApplyResult } from '../reconcile/runner.ts';
 import { systemClock, type Clock, type Timer } from '../runtime/clock.ts';
-import { RecordedRuntime, recordingChildExecutors } from './executors.ts';
+import { NodeRuntime } from './executors.ts';
 
 export type DaemonState = 'starting' | 'running' | 'degraded' | 'revoked' | 'stopping' | 'stopped';
 
@@ -38,6 +38,16 @@ export interface DaemonDeps {
 }
 
 /** What `sepal-agent status` reads (written atomically on every change). */
+/** A child as `sepal-agent status` shows it. */
+export interface ChildStatus {
+  readonly state: string;
+  readonly pid?: number;
+  readonly restarts?: number;
+  /** Coded reason it is not up (CHILD_CRASH_LOOP, CHILD_SPAWN_FAILED, FLOWER_NOT_FOUND...). */
+  readonly error?: string;
+  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly reason: string; readonly at: string };
+}
+
 export interface StatusFile {
   readonly state: DaemonState;
   readonly pid: number;
@@ -48,7 +58,7 @@ export interface StatusFile {
   readonly cert: { readonly serial: string; readonly notAfter: string; readonly rotation: RotationState };
   readonly manifest: { readonly version: number; readonly lastResult: string | null };
   readonly hub: { readonly address: string; readonly connected: boolean; readonly lastContact: string | null };
-  readonly children: Record<string, { readonly state: string }>;
+  readonly children: Record<string, ChildStatus>;
   readonly rejectedManifests: readonly string[];
   readonly metrics: string | null;
 }
@@ -77,7 +87,8 @@ export class AgentDaemon {
   #status: StatusReporter | null = null;
   #gate: ManifestGate | null = null;
   #runner: ApplyRunner | null = null;
-  readonly #runtime = new RecordedRuntime();
+  #runtime: NodeRuntime | null = null;
+  #restartsSeen = 0;
   #http: Awaited<ReturnType<typeof buildMetricsServer>> | null = null;
   #metricsAddr: string | null = null;
   #facts: StatusReport['facts'] = null;
@@ -172,9 +183,19 @@ export class AgentDaemon {
     const store = new LastGoodStore({ stateDir: this.#paths.root, nodeId: node.nodeId, clock: this.#clock });
     store.load();
     this.#gate = new ManifestGate({ verifier, store });
+    const runtime = new NodeRuntime({
+      stateDir: this.#paths.root,
+      flowerKeyPath: path.join(this.#paths.identity, IDENTITY_FILES.flowerKey),
+      supernode: cfg.supernode,
+      clock: this.#clock,
+      log: this.#log,
+      onChange: () => this.#childrenChanged(),
+      onSecurityEvent: (code, detail) => this.#securityEvent(code, detail),
+    });
+    this.#runtime = runtime;
     this.#runner = new ApplyRunner({
-      executors: recordingChildExecutors(this.#runtime, (code, detail) => this.#securityEvent(code, detail)),
-      observe: () => this.#runtime.observe(),
+      executors: runtime.executors(),
+      observe: () => runtime.observe(),
       onStep: (e) => this.#log.info({ event: 'reconcile.step', version: e.version, step: e.step.kind, phase: e.phase }, 'reconcile step'),
     });
 
@@ -228,6 +249,8 @@ export class AgentDaemon {
       enrolled: id !== null,
       certValid: id !== null && now < id.notAfter && this.#state !== 'revoked',
       manifestApplied: this.#lastApply?.status === 'applied',
+      // Every child the applied manifest runs is up (the VPN is not run by this version).
+      childrenUp: this.#runtime !== null && this.#runtime.observe().supernode.running && this.#runtime.children.supernode.state === 'running',
     };
     const ready = Object.values(checks).every(Boolean);
     return { ready, checks };
@@ -335,10 +358,21 @@ export class AgentDaemon {
         if (this.#lastApply === r && this.#state !== 'revoked' && this.#state !== 'stopping' && this.#state !== 'stopped') void this.#apply(version, body);
       }, APPLY_RETRY_MS);
     }
-    for (const [child, view] of Object.entries(this.#runtime.children)) {
+    this.#childrenChanged();
+  }
+
+  /** Child states into metrics (restarts as a counter of the supervisor's count) and status. */
+  #childrenChanged(): void {
+    const rt = this.#runtime;
+    if (rt === null) return;
+    for (const [child, view] of Object.entries(rt.children)) {
       this.metrics.setChildState(child, view.state);
-      this.metrics.setChildUp(child, false);
+      this.metrics.setChildUp(child, view.state === 'running');
+      if (view.lastExit !== null) this.metrics.setChildLastExit(child, view.lastExit.code ?? -1, view.lastExit.at);
     }
+    const restarts = rt.children.supernode.restarts;
+    for (; this.#restartsSeen < restarts; this.#restartsSeen++) this.metrics.childRestarted('supernode');
+    this.metrics.setReady(this.readiness().ready);
     this.#changed();
   }
 
@@ -361,12 +395,29 @@ export class AgentDaemon {
   #report(): StatusReport {
     return {
       ready: this.readiness().ready,
-      supernodeState: this.#runtime.children.supernode.state,
-      vpnState: this.#runtime.children.vpn.state,
+      supernodeState: this.#runtime?.children.supernode.state ?? 'not-configured',
+      vpnState: this.#runtime?.children.vpn.state ?? 'not-configured',
       manifestVersion: String(this.#gate?.version ?? 0),
       facts: this.#facts,
       rejectedManifests: this.#rejected.splice(0),
-      detailJson: JSON.stringify({ daemon: this.#state, rotation: this.#rotator?.state ?? null }),
+      detailJson: JSON.stringify({
+        daemon: this.#state,
+        rotation: this.#rotator?.state ?? null,
+        flower: this.#runtime?.flower?.version ?? null,
+        supernode: this.#childDetail('supernode'),
+      }),
+    };
+  }
+
+  #childDetail(child: 'supernode' | 'vpn'): ChildStatus {
+    const v = this.#runtime?.children[child];
+    if (v === undefined) return { state: 'not-configured' };
+    return {
+      state: v.state,
+      ...(v.pid !== null ? { pid: v.pid } : {}),
+      restarts: v.restarts,
+      ...(v.errorCode !== null ? { error: v.errorCode } : {}),
+      ...(v.lastExit !== null ? { lastExit: { code: v.lastExit.code, signal: v.lastExit.signal, reason: v.lastExit.reason, at: new Date(v.lastExit.at).toISOString() } } : {}),
     };
   }
 
@@ -388,7 +439,7 @@ export class AgentDaemon {
       cert: { serial: id.serial, notAfter: new Date(id.notAfter).toISOString(), rotation: this.#rotator?.state ?? 'idle' },
       manifest: { version: this.#gate?.version ?? 0, lastResult: this.#lastApply?.status ?? null },
       hub: { address: id.node.grpcAddress, connected: this.#hubConnected, lastContact: this.#lastContact === null ? null : new Date(this.#lastContact).toISOString() },
-      children: Object.fromEntries(Object.entries(this.#runtime.children).map(([k, v]) => [k, { state: v.state }])),
+      children: { supernode: this.#childDetail('supernode'), vpn: this.#childDetail('vpn') },
       rejectedManifests: [...this.#rejected],
       metrics: this.#metricsAddr,
     };
@@ -416,6 +467,7 @@ export class AgentDaemon {
       if (!wasRevoked) await this.#runner.apply(null);
       await this.#runner.close();
     }
+    await this.#runtime?.close(); // nothing left running, whatever the last apply did
     this.#connection?.close();
     await this.#http?.close();
     this.#state = 'stopped';

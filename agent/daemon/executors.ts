@@ -1,35 +1,60 @@
-// The reconcile executors of this version. Datasets are checked for real (path present, sha256
-// when the manifest gives one: a mismatch blocks the SuperNode and is a security event). The
-// SuperNode and the VPN are not supervised yet (the supervisor arrives with the Flower and VPN
-// work): their steps record the configuration the node should run, and the children show as
-// 'not-managed' in status and metrics instead of pretending to run.
+// The reconcile executors: what each planned step does on this host. Datasets are checked for real
+// (path present, sha256 when the manifest gives one: a mismatch blocks the SuperNode and is a
+// security event). The SuperNode runs under a ChildSupervisor with the argv the Flower adapter
+// builds from the manifest; its inputs (SuperLink CA, node config) are files under
+// <stateDir>/supernode, rewritten atomically before each (re)start. The VPN is not run yet (issue
+// 6): its steps record the configuration and it shows as 'not-managed'.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import type { NodeRuntimeState } from '../reconcile/steps.ts';
+import path from 'node:path';
+import type { NodeRuntimeState, SupernodeConfig } from '../reconcile/steps.ts';
 import type { Executors } from '../reconcile/runner.ts';
-import { AgentError, ErrorCodes } from '../errors.ts';
+import { AgentError, ErrorCodes, isAgentError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Clock } from '../runtime/clock.ts';
+import { writeFileAtomicSync } from '../fsutil.ts';
+import { ChildSupervisor, type ChildSpec, type ExitInfo, type SupervisorStatus } from '../supervise/supervisor.ts';
+import { detectFlower, flowerEnv, nodeConfigToml, supernodeArgv, type FlowerInstall } from '../flower/supernode.ts';
 
 export type ChildName = 'supernode' | 'vpn';
 
+/** A supervisor state, or: 'not-configured' (no manifest asks for the child), 'not-managed' (the
+ *  VPN: configuration recorded, not run by this version), 'failed' (could not be started at all:
+ *  Flower missing or unsupported; retried with the manifest). */
+export type ChildStateName = SupervisorStatus['state'] | 'not-configured' | 'not-managed' | 'failed';
+
 export interface ChildView {
-  readonly state: 'not-configured' | 'not-managed' | 'stopped';
+  readonly state: ChildStateName;
   readonly configHash: string | null;
+  readonly pid: number | null;
+  readonly restarts: number;
+  readonly lastExit: ExitInfo | null;
+  /** Coded reason when the child is not up: CHILD_SPAWN_FAILED, CHILD_CRASH_LOOP, FLOWER_*. */
+  readonly errorCode: string | null;
+  readonly crashLoop: boolean;
 }
 
-export class RecordedRuntime {
-  readonly children: Record<ChildName, ChildView> = {
-    supernode: { state: 'not-configured', configHash: null },
-    vpn: { state: 'not-configured', configHash: null },
-  };
-  datasets: Record<string, { path: string; verifiedSha256: string | null }> = {};
+const idle = (state: ChildStateName = 'not-configured'): ChildView =>
+  ({ state, configHash: null, pid: null, restarts: 0, lastExit: null, errorCode: null, crashLoop: false });
 
-  observe(): NodeRuntimeState {
-    // Children are not supervised in this version: a configured child counts as "running" for
-    // the planner (so an unchanged manifest plans nothing and a revocation plans the stops), while
-    // status and metrics say 'not-managed' and never report it up.
-    const view = (c: ChildView) => ({ running: c.state === 'not-managed', configHash: c.configHash });
-    return { supernode: view(this.children.supernode), vpn: view(this.children.vpn), datasets: { ...this.datasets } };
-  }
+export interface NodeRuntimeOptions {
+  readonly stateDir: string;
+  /** The node's Flower key (OpenSSH EC private key, 0600) from enrollment. */
+  readonly flowerKeyPath: string;
+  readonly supernode: {
+    readonly command: string;
+    readonly stopGraceMs: number;
+    /** null: the Flower version's own (the SuperLink's refusal window after an unclean exit). */
+    readonly uncleanExitHoldoffMs: number | null;
+  };
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Called on every change of a child (state, restarts, exit). */
+  readonly onChange: () => void;
+  readonly onSecurityEvent: (code: string, detail: Record<string, unknown>) => void;
+  /** Flower detection (tests replace it); default detectFlower. */
+  readonly detect?: (command: string, env: NodeJS.ProcessEnv) => Promise<FlowerInstall>;
 }
 
 async function sha256File(file: string, signal: AbortSignal): Promise<string> {
@@ -39,39 +64,150 @@ async function sha256File(file: string, signal: AbortSignal): Promise<string> {
   return hash.digest('hex');
 }
 
-export function recordingChildExecutors(rt: RecordedRuntime, onSecurityEvent: (code: string, detail: Record<string, unknown>) => void): Executors {
-  const configure = (child: ChildName, configHash: string) => {
-    rt.children[child] = { state: 'not-managed', configHash };
-    return Promise.resolve();
-  };
-  const stop = (child: ChildName) => {
-    rt.children[child] = { state: 'stopped', configHash: null };
-    return Promise.resolve();
-  };
-  return {
-    'verify-dataset': async (step, signal) => {
-      const st = fs.statSync(step.path, { throwIfNoEntry: false });
-      if (st === undefined) {
-        delete rt.datasets[step.name];
-        throw new AgentError(ErrorCodes.DATASET_MISSING, `dataset ${step.name}: ${step.path} does not exist`);
-      }
-      if (step.sha256 !== undefined) {
-        if (!st.isFile()) throw new AgentError(ErrorCodes.DATASET_MISMATCH, `dataset ${step.name}: a sha256 is given but ${step.path} is not a file`);
-        const got = await sha256File(step.path, signal);
-        if (got !== step.sha256) {
-          delete rt.datasets[step.name];
-          onSecurityEvent(ErrorCodes.DATASET_MISMATCH, { dataset: step.name, path: step.path, expected: step.sha256, actual: got });
-          throw new AgentError(ErrorCodes.DATASET_MISMATCH, `dataset ${step.name}: sha256 of ${step.path} is ${got}, the manifest says ${step.sha256}`);
+export class NodeRuntime {
+  readonly #opts: NodeRuntimeOptions;
+  readonly children: Record<ChildName, ChildView> = { supernode: idle(), vpn: idle() };
+  datasets: Record<string, { path: string; verifiedSha256: string | null }> = {};
+  #supernode: ChildSupervisor | null = null;
+  #supernodeHash: string | null = null;
+  #install: FlowerInstall | null = null;
+
+  constructor(opts: NodeRuntimeOptions) {
+    this.#opts = opts;
+  }
+
+  /** What the planner compares with the manifest. A supervised SuperNode counts as running while
+   *  the supervisor keeps it up (also during a backoff or crash loop: it is retrying, and a new
+   *  plan would change nothing); the recorded VPN while it is configured. */
+  observe(): NodeRuntimeState {
+    const sn = this.#supernode;
+    const snRunning = sn !== null && sn.status().state !== 'stopped';
+    const vpn = this.children.vpn;
+    return {
+      supernode: { running: snRunning, configHash: snRunning ? this.#supernodeHash : null },
+      vpn: { running: vpn.state === 'not-managed', configHash: vpn.configHash },
+      datasets: { ...this.datasets },
+    };
+  }
+
+  /** The Flower install found at the last start (version for status and doctor). */
+  get flower(): FlowerInstall | null {
+    return this.#install;
+  }
+
+  /** Stops the SuperNode (SIGTERM, then SIGKILL after the grace); resolves when it is gone. */
+  async close(): Promise<void> {
+    await this.#supernode?.stop();
+  }
+
+  executors(): Executors {
+    const record = (child: ChildName, configHash: string | null, state: ChildStateName) => {
+      this.children[child] = { ...idle(state), configHash };
+      this.#opts.onChange();
+      return Promise.resolve();
+    };
+    return {
+      'verify-dataset': async (step, signal) => {
+        const st = fs.statSync(step.path, { throwIfNoEntry: false });
+        if (st === undefined) {
+          delete this.datasets[step.name];
+          throw new AgentError(ErrorCodes.DATASET_MISSING, `dataset ${step.name}: ${step.path} does not exist`);
         }
-      }
-      rt.datasets[step.name] = { path: step.path, verifiedSha256: step.sha256 ?? null };
-    },
-    'write-vpn-config': (step) => configure('vpn', step.configHash),
-    'start-vpn': (step) => configure('vpn', step.configHash),
-    'restart-vpn': (step) => configure('vpn', step.configHash),
-    'stop-vpn': () => stop('vpn'),
-    'start-supernode': (step) => configure('supernode', step.configHash),
-    'restart-supernode': (step) => configure('supernode', step.configHash),
-    'stop-supernode': () => stop('supernode'),
-  };
+        if (step.sha256 !== undefined) {
+          if (!st.isFile()) throw new AgentError(ErrorCodes.DATASET_MISMATCH, `dataset ${step.name}: a sha256 is given but ${step.path} is not a file`);
+          const got = await sha256File(step.path, signal);
+          if (got !== step.sha256) {
+            delete this.datasets[step.name];
+            this.#opts.onSecurityEvent(ErrorCodes.DATASET_MISMATCH, { dataset: step.name, path: step.path, expected: step.sha256, actual: got });
+            throw new AgentError(ErrorCodes.DATASET_MISMATCH, `dataset ${step.name}: sha256 of ${step.path} is ${got}, the manifest says ${step.sha256}`);
+          }
+        }
+        this.datasets[step.name] = { path: step.path, verifiedSha256: step.sha256 ?? null };
+      },
+      'write-vpn-config': (step) => record('vpn', step.configHash, 'not-managed'),
+      'start-vpn': (step) => record('vpn', step.configHash, 'not-managed'),
+      'restart-vpn': (step) => record('vpn', step.configHash, 'not-managed'),
+      'stop-vpn': () => record('vpn', null, 'stopped'),
+      'start-supernode': (step) => this.#runSupernode(step.configHash, step.config),
+      'restart-supernode': (step) => this.#runSupernode(step.configHash, step.config),
+      'stop-supernode': async () => {
+        await this.#supernode?.stop();
+        this.#supernodeHash = null;
+        this.#syncSupernode();
+      },
+    };
+  }
+
+  async #runSupernode(configHash: string, config: SupernodeConfig): Promise<void> {
+    const o = this.#opts;
+    const env = o.env ?? process.env;
+    let install: FlowerInstall;
+    try {
+      install = await (o.detect ?? detectFlower)(o.supernode.command, env);
+    } catch (e) {
+      // Nothing can run: whatever ran before keeps running only if it is the same Flower; an
+      // unusable install stops the old child too (it would be restarted into the same failure).
+      await this.#supernode?.stop();
+      this.#supernodeHash = null;
+      this.children.supernode = { ...idle('failed'), configHash, errorCode: isAgentError(e) ? e.code : ErrorCodes.INTERNAL };
+      o.onChange();
+      throw e;
+    }
+    this.#install = install;
+    const spec = this.#writeInputs(install, config, env);
+    const holdoffMs = o.supernode.uncleanExitHoldoffMs ?? install.dialect.uncleanExitHoldoffSeconds * 1000;
+    this.#supernodeHash = configHash;
+    if (this.#supernode === null) {
+      const sup = new ChildSupervisor({
+        name: 'supernode', spec, clock: o.clock, log: o.log,
+        stopGraceMs: o.supernode.stopGraceMs,
+        uncleanExitHoldoffMs: holdoffMs,
+      });
+      sup.onChange(() => this.#syncSupernode());
+      this.#supernode = sup;
+      sup.start();
+    } else {
+      // A new configuration: a clean stop (Flower signs the node off) and a start with it.
+      await this.#supernode.restart(spec);
+    }
+    o.log.info({ event: 'supernode.configured', flower: install.version, configHash }, 'SuperNode (re)started with the manifest configuration');
+    this.#syncSupernode();
+  }
+
+  /** Writes the SuperNode's input files (0600 in a 0700 dir) and returns its argv and env. */
+  #writeInputs(install: FlowerInstall, config: SupernodeConfig, env: NodeJS.ProcessEnv): ChildSpec {
+    const dir = path.join(this.#opts.stateDir, 'supernode');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    let rootCertificates: string | null = null;
+    if (config.superlink.caCertPem !== undefined) {
+      rootCertificates = path.join(dir, 'superlink-ca.pem');
+      writeFileAtomicSync(rootCertificates, config.superlink.caCertPem.endsWith('\n') ? config.superlink.caCertPem : config.superlink.caCertPem + '\n', 0o600);
+    }
+    const nodeConfig = path.join(dir, 'node-config.toml');
+    writeFileAtomicSync(nodeConfig, nodeConfigToml(config), 0o600);
+    const flwrHome = path.join(this.#opts.stateDir, 'flwr');
+    fs.mkdirSync(flwrHome, { recursive: true, mode: 0o700 });
+    const argv = supernodeArgv(install, config, { rootCertificates, authPrivateKey: this.#opts.flowerKeyPath, nodeConfig });
+    const childEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(flowerEnv(env, flwrHome))) if (v !== undefined) childEnv[k] = v;
+    return { argv, env: childEnv, cwd: dir };
+  }
+
+  #syncSupernode(): void {
+    const sup = this.#supernode;
+    if (sup === null) return;
+    const s = sup.status();
+    const prev = this.children.supernode;
+    this.children.supernode = {
+      state: s.state,
+      configHash: s.state === 'stopped' ? null : this.#supernodeHash,
+      pid: s.pid,
+      restarts: s.restarts,
+      lastExit: s.lastExit,
+      errorCode: s.error?.code ?? null,
+      crashLoop: s.crashLoop,
+    };
+    const c = this.children.supernode;
+    if (prev.state !== c.state || prev.restarts !== c.restarts || prev.lastExit !== c.lastExit || prev.errorCode !== c.errorCode) this.#opts.onChange();
+  }
 }

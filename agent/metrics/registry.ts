@@ -8,7 +8,7 @@ export const RENEWAL_RESULTS = ['success', 'failure', 'refused'] as const;
 export type RenewalResult = (typeof RENEWAL_RESULTS)[number];
 
 /** States pre-set to 0 for every child seen, so that a state's series exists before it is entered. */
-export const DEFAULT_CHILD_STATES = ['stopped', 'starting', 'running', 'backoff', 'stopping', 'failed'] as const;
+export const DEFAULT_CHILD_STATES = ['stopped', 'starting', 'running', 'backoff', 'holdoff', 'crash-loop', 'stopping', 'failed'] as const;
 
 export interface GpuSample {
   /** The tool's index (nvidia-smi `index`), a label. */
@@ -72,6 +72,8 @@ export class AgentMetrics {
   readonly #childUp: Gauge<'child'>;
   readonly #childRestarts: Counter<'child'>;
   readonly #childState: Gauge<'child' | 'state'>;
+  readonly #childLastExitCode: Gauge<'child'>;
+  readonly #childLastExitTime: Gauge<'child'>;
   readonly #vpnUp: Gauge;
   readonly #vpnReceived: AbsoluteFeed;
   readonly #vpnSent: AbsoluteFeed;
@@ -101,6 +103,8 @@ export class AgentMetrics {
     this.#childUp = gauge('child_up', '1 while the child process runs', ['child']);
     this.#childRestarts = counter('child_restarts_total', 'Restarts of the child process after it exited', ['child']);
     this.#childState = gauge('child_state', '1 for the state the child process is in, 0 for the others', ['child', 'state']);
+    this.#childLastExitCode = gauge('child_last_exit_code', 'Exit code of the child\'s last exit (-1: killed by a signal)', ['child']);
+    this.#childLastExitTime = gauge('child_last_exit_timestamp_seconds', 'When the child last exited, Unix seconds', ['child']);
     this.#vpnUp = gauge('vpn_up', '1 while the VPN tunnel is connected');
     this.#vpnReceived = new AbsoluteFeed(counter('vpn_bytes_received_total', 'Bytes received through the VPN tunnel'));
     this.#vpnSent = new AbsoluteFeed(counter('vpn_bytes_sent_total', 'Bytes sent through the VPN tunnel'));
@@ -164,6 +168,13 @@ export class AgentMetrics {
   setChildUp(child: string, up: boolean): void {
     this.#initChild(child);
     this.#childUp.set({ child }, up ? 1 : 0);
+  }
+
+  /** code -1 when a signal ended it; `at` in Unix ms. */
+  setChildLastExit(child: string, code: number, at: number): void {
+    this.#initChild(child);
+    this.#childLastExitCode.set({ child }, code);
+    this.#childLastExitTime.set({ child }, Math.floor(at / 1000));
   }
 
   childRestarted(child: string): void {

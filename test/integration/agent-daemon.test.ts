@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { REPO, cli, freePorts, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { REPO, cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
 
 const AGENT = path.join(REPO, 'agent/cli/main.ts');
 const MANIFEST = {
@@ -21,6 +21,7 @@ let stateDir: string;
 let metricsPort: number;
 let daemon: ChildProcess | null = null;
 let daemonOut = '';
+let fakeSupernode = '';
 
 function runAgent(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [AGENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -46,7 +47,7 @@ function metric(scrape: string, name: string): number | null {
   return line === undefined ? null : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
-function statusFile(): { state: string; manifest: { version: number; lastResult: string | null }; hub: { connected: boolean } } | null {
+function statusFile(): { state: string; manifest: { version: number; lastResult: string | null }; hub: { connected: boolean }; children: Record<string, { state: string; pid?: number }> } | null {
   try {
     return JSON.parse(fs.readFileSync(path.join(stateDir, 'status.json'), 'utf8')) as ReturnType<typeof statusFile>;
   } catch {
@@ -70,8 +71,13 @@ beforeAll(async () => {
   const token = (JSON.parse(tok.stdout) as { token: string }).token;
   const enrolled = await runAgent(['enroll', '--hub', hub.httpsUrl, '--ca-sha256', hub.init.rootFingerprint, '--token', token, '--state-dir', stateDir, '--name', 'daemon-test']);
   expect(enrolled.code, enrolled.stderr).toBe(0);
-  // An empty config file: defaults, except what the command line sets.
-  fs.writeFileSync(path.join(work, 'agent.json'), '{}');
+  // A stand-in for flower-supernode (the real one runs in test/e2e/flower.test.ts): it answers
+  // --version like Flower 1.23's flwr does, records its argv and stays up until signalled.
+  fakeSupernode = path.join(work, 'bin', 'flower-supernode');
+  fs.mkdirSync(path.dirname(fakeSupernode));
+  fs.writeFileSync(fakeSupernode, '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Flower version: 1.23.0"; exit 0; fi\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv.txt"\nexec sleep 3600\n', { mode: 0o755 });
+  // Defaults, except the SuperNode command and what the command line sets.
+  fs.writeFileSync(path.join(work, 'agent.json'), JSON.stringify({ supernode: { command: fakeSupernode } }));
   daemon = spawn(process.execPath, [AGENT, 'run', '--config', path.join(work, 'agent.json'), '--state-dir', stateDir, '--metrics-addr', `127.0.0.1:${metricsPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   daemon.stdout?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
   daemon.stderr?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
@@ -102,9 +108,24 @@ describe('sepal-agent run', () => {
     const pub = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--org', 'org-d', '--file', file]);
     expect(pub.code, pub.stderr).toBe(0);
     await expect.poll(() => statusFile()?.manifest.version ?? 0, { timeout: 10_000 }).toBe(1);
-    expect(statusFile()?.manifest.lastResult).toBe('applied');
+    await expect.poll(() => statusFile()?.manifest.lastResult, { timeout: 10_000 }).toBe('applied');
     await expect.poll(async () => metric((await get('/metrics')).body, 'sepal_agent_manifest_version'), { timeout: 5000 }).toBe(1);
     await expect.poll(async () => (await get('/readyz')).status, { timeout: 15_000 }).toBe(200);
+    // The SuperNode runs under the supervisor with the manifest's configuration, every value its
+    // own argument, the node config as a TOML file.
+    expect(metricValue((await get('/metrics')).body, 'sepal_agent_child_up', { child: 'supernode' })).toBe(1);
+    const sn = statusFile()?.children['supernode'];
+    expect(sn?.state).toBe('running');
+    expect(sn?.pid).toBeGreaterThan(0);
+    const argvFile = path.join(path.dirname(fakeSupernode), 'argv.txt');
+    await expect.poll(() => fs.existsSync(argvFile), { timeout: 5000 }).toBe(true);
+    const argv = fs.readFileSync(argvFile, 'utf8').trim().split('\n');
+    expect(argv.slice(0, 2)).toEqual(['--superlink', 'superlink.example.org:9092']);
+    expect(argv[argv.indexOf('--auth-supernode-private-key') + 1]).toBe(path.join(stateDir, 'identity', 'flower.key'));
+    const toml = argv[argv.indexOf('--node-config') + 1] ?? '';
+    expect(toml.endsWith('.toml')).toBe(true);
+    expect(fs.readFileSync(toml, 'utf8')).toContain('"partition-id" = 0');
+    expect(argv).not.toContain('--insecure');
     // the hub shows the agent's report
     await expect.poll(async () => {
       const list = await cli(['node', 'list', '--data-dir', hub.paths.dataDir, '--org', 'org-d', '--json']);
@@ -140,7 +161,12 @@ describe('sepal-agent run', () => {
     const nodeId = (JSON.parse(fs.readFileSync(path.join(stateDir, 'identity', 'node.json'), 'utf8')) as { nodeId: string }).nodeId;
     const r = await cli(['node', 'revoke', nodeId, '--data-dir', hub.paths.dataDir]);
     expect(r.code).toBe(0);
+    const snPid = statusFile()?.children['supernode']?.pid ?? 0;
+    expect(snPid).toBeGreaterThan(0);
     await expect.poll(() => statusFile()?.state, { timeout: 10_000 }).toBe('revoked');
+    // the SuperNode is stopped: its process is gone
+    await expect.poll(() => statusFile()?.children['supernode']?.state, { timeout: 15_000 }).toBe('stopped');
+    expect(() => process.kill(snPid, 0)).toThrow();
     expect(metric((await get('/metrics')).body, 'sepal_agent_revoked')).toBe(1);
     expect(daemonOut).toContain('"event":"node.revoked"');
     // files are kept

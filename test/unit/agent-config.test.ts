@@ -51,7 +51,7 @@ const DEFAULTS = {
   metrics: { listen: '127.0.0.1:9478', enabled: true, allowNonLoopback: false },
   hub: { statusIntervalSeconds: 60, reconnectBaseMs: 1000, reconnectCapMs: 60_000, rpcDeadlineMs: 10_000 },
   renewal: { backoffBaseMs: 1000, backoffCapMs: 300_000 },
-  supernode: { command: 'flower-supernode' },
+  supernode: { command: 'flower-supernode', stopGraceMs: 10_000, uncleanExitHoldoffMs: null },
   openvpn: { command: 'openvpn' },
 };
 
@@ -74,7 +74,7 @@ describe('defaults', () => {
       metrics: { listen: '[::1]:19478', enabled: true, allowNonLoopback: false },
       hub: { statusIntervalSeconds: 5, reconnectBaseMs: 100, reconnectCapMs: 1000, rpcDeadlineMs: 120_000 },
       renewal: { backoffBaseMs: 2000, backoffCapMs: 2000 },
-      supernode: { command: '/opt/flwr/bin/flower-supernode' },
+      supernode: { command: '/opt/flwr/bin/flower-supernode', stopGraceMs: 5000, uncleanExitHoldoffMs: 0 },
       openvpn: { command: '/usr/sbin/openvpn' },
     };
     expect(parseAgentConfig(structuredClone(full), 'agent.json')).toEqual(full);

@@ -32,6 +32,8 @@ const EXPECTED: Record<string, string> = {
   sepal_agent_child_up: 'gauge',
   sepal_agent_child_restarts_total: 'counter',
   sepal_agent_child_state: 'gauge',
+  sepal_agent_child_last_exit_code: 'gauge',
+  sepal_agent_child_last_exit_timestamp_seconds: 'gauge',
   sepal_agent_vpn_up: 'gauge',
   sepal_agent_vpn_bytes_received_total: 'counter',
   sepal_agent_vpn_bytes_sent_total: 'counter',
@@ -60,6 +62,7 @@ function populated(): AgentMetrics {
   m.setReady(true);
   m.setChildUp('supernode', true);
   m.childRestarted('supernode');
+  m.setChildLastExit('supernode', 3, 1_700_000_100_000);
   m.setChildState('supernode', 'running');
   m.setVpnUp(true);
   m.setVpnBytes({ received: 1000, sent: 500 });
@@ -90,6 +93,8 @@ describe('AgentMetrics', () => {
     expect(sample(body, 'sepal_agent_child_up{child="supernode"}')).toBe(1);
     expect(sample(body, 'sepal_agent_child_restarts_total{child="supernode"}')).toBe(1);
     expect(sample(body, 'sepal_agent_child_state{child="supernode",state="running"}')).toBe(1);
+    expect(sample(body, 'sepal_agent_child_last_exit_code{child="supernode"}')).toBe(3);
+    expect(sample(body, 'sepal_agent_child_last_exit_timestamp_seconds{child="supernode"}')).toBe(1_700_000_100);
     expect(sample(body, 'sepal_agent_vpn_up')).toBe(1);
     expect(sample(body, 'sepal_agent_vpn_bytes_received_total')).toBe(1000);
     expect(sample(body, 'sepal_agent_vpn_bytes_sent_total')).toBe(500);
