@@ -103,7 +103,7 @@ export const AgentConfigSchema = z.strictObject({
     command: option(executable, 'flower-supernode', 'The Flower SuperNode executable: a name looked up on PATH or an absolute path.', 'executable'),
     stopGraceMs: option(ms(100, 300_000), 10_000, 'On stop: SIGTERM to the SuperNode\'s process group, SIGKILL after this long.'),
     uncleanExitHoldoffMs: option(ms(0, 3_600_000).nullable(), null,
-      'Least wait before restarting after a crash; null: the Flower version\'s own (60 s for 1.23, the time the SuperLink refuses the key after an unclean exit).', 'integer 0..3600000 | null'),
+      'Least wait before restarting after a crash; null: the Flower version\'s own (65 s for 1.23: the SuperLink refuses the key for up to ~60 s after an unclean exit).', 'integer 0..3600000 | null'),
   }).prefault({}).meta({ description: 'The Flower SuperNode child process.' }),
   openvpn: z.strictObject({
     command: option(executable, 'openvpn', 'The OpenVPN 2.6 executable: a name looked up on PATH or an absolute path.', 'executable'),

@@ -189,7 +189,7 @@ export class NodeRuntime {
     fs.mkdirSync(flwrHome, { recursive: true, mode: 0o700 });
     const argv = supernodeArgv(install, config, { rootCertificates, authPrivateKey: this.#opts.flowerKeyPath, nodeConfig });
     const childEnv: Record<string, string> = {};
-    for (const [k, v] of Object.entries(flowerEnv(env, flwrHome))) if (v !== undefined) childEnv[k] = v;
+    for (const [k, v] of Object.entries(flowerEnv(env, flwrHome, install.binary))) if (v !== undefined) childEnv[k] = v;
     return { argv, env: childEnv, cwd: dir };
   }
 

@@ -33,8 +33,10 @@ const FLOWER_1_23: FlowerDialect = {
   versions: '1.23.x',
   matches: (v) => /^1\.23\.\d+$/.test(v),
   // A node whose process died without saying goodbye stays "online" on the SuperLink until its
-  // heartbeat lapses; a new connection with the same key is refused until then.
-  uncleanExitHoldoffSeconds: 60,
+  // deadline (last heartbeat + 2 x 30 s; heartbeats every 17.5-22.5 s) passes; a new connection
+  // with the same key is refused until then (measured 43-60.5 s after a SIGKILL). A SIGTERM signs
+  // the node off: an immediate restart is accepted.
+  uncleanExitHoldoffSeconds: 65,
 };
 
 export const SUPPORTED_DIALECTS: readonly FlowerDialect[] = Object.freeze([FLOWER_1_23]);
@@ -115,9 +117,12 @@ export async function detectFlower(command: string, env: NodeJS.ProcessEnv = pro
 
 /** The environment Flower runs with: telemetry off (Flower reports usage to its vendor by
  *  default; a data host must not call out), its app cache under the agent's state. */
-export function flowerEnv(base: NodeJS.ProcessEnv, flwrHome: string | null): NodeJS.ProcessEnv {
+export function flowerEnv(base: NodeJS.ProcessEnv, flwrHome: string | null, binary: string | null = null): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base, FLWR_TELEMETRY_ENABLED: '0', PYTHONUNBUFFERED: '1' };
   if (flwrHome !== null) env['FLWR_HOME'] = flwrHome;
+  // The SuperNode starts `flower-superexec` by name: the directory of the flower-supernode in use
+  // comes first on PATH, so a venv install finds its own.
+  if (binary !== null) env['PATH'] = [path.dirname(binary), ...(base['PATH'] ?? '').split(path.delimiter).filter((d) => d !== '')].join(path.delimiter);
   return env;
 }
 

@@ -1,0 +1,1 @@
+"""Sepal's test Flower app: federated linear regression (numpy only)."""
