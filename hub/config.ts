@@ -62,6 +62,22 @@ export const HubConfigSchema = z.object({
     /** Override for the JWKS location (default: from the issuer's discovery document). */
     jwksUri: z.url().optional(),
   }).strict().nullable(),
+  /** The Flower SuperLink's Control API, where the hub registers each node's Flower key; null:
+   *  no registration (nodes stay 'registration pending' until it is configured). */
+  superlink: z.object({
+    /** The Control API (TLS, server certificate only; Flower's default port is 9093). */
+    controlAddress: hostPort,
+    /** PEM file with the CA(s) that issued the SuperLink's certificate; relative to the data dir. */
+    caFile: z.string().min(1).max(4096),
+    /** Deadline of each Control API call. */
+    callTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+    /** Retries: capped exponential backoff with full jitter, per node. */
+    retryBaseMs: z.number().int().min(100).max(3_600_000).default(2_000),
+    retryCapMs: z.number().int().min(1_000).max(86_400_000).default(300_000),
+    /** How often the store is scanned for due work besides the change feed's nudges. */
+    scanIntervalMs: z.number().int().min(1_000).max(3_600_000).default(30_000),
+  }).strict().refine((s) => s.retryCapMs >= s.retryBaseMs, { message: 'retryCapMs must be at least retryBaseMs', path: ['retryCapMs'] })
+    .nullable().default(null),
   enrollment: z.object({
     /** Per IdP subject (or enrollment token) and per source address, in a sliding minute. */
     maxPerSubjectPerMinute: z.number().int().min(1).max(10_000),
@@ -86,6 +102,7 @@ export function defaultHubConfig(federationId: string, hostnames: readonly strin
     crl: { lifetimeSeconds: 86400 },
     limits: { maxMessageBytes: 64 * 1024, rpcTimeoutMs: 10_000 },
     idp: null,
+    superlink: null,
     enrollment: { maxPerSubjectPerMinute: 5, maxPerAddressPerMinute: 30 },
   };
 }

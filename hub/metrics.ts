@@ -13,6 +13,15 @@ export class HubMetrics {
   readonly openStreams = new Gauge({ name: 'sepal_hub_manifest_streams_open', help: 'Open WatchManifest streams', registers: [this.registry] });
   readonly manifestsPublished = new Counter({ name: 'sepal_hub_manifests_published_total', help: 'Manifests signed and published', registers: [this.registry] });
   readonly revocations = new Counter({ name: 'sepal_hub_revocations_total', help: 'Nodes revoked (seen by this hub process)', registers: [this.registry] });
+  readonly superlinkRegistrations = new Counter({
+    name: 'sepal_hub_superlink_registrations_total', help: 'Flower key registrations with the SuperLink by this process, by result (registered, recovered, retry, failed)',
+    labelNames: ['result'] as const, registers: [this.registry],
+  });
+  readonly superlinkUnregistrations = new Counter({
+    name: 'sepal_hub_superlink_unregistrations_total', help: 'Flower node unregistrations by this process, by result (unregistered, already_gone, not_registered, retry)',
+    labelNames: ['result'] as const, registers: [this.registry],
+  });
+  readonly flowerRegistrations = new Gauge({ name: 'sepal_hub_flower_registrations', help: 'Nodes by Flower registration state (pending, registered, unregister-pending, unregistered, failed)', labelNames: ['state'] as const, registers: [this.registry] });
   readonly crlNextUpdate = new Gauge({ name: 'sepal_hub_crl_next_update_timestamp_seconds', help: 'nextUpdate of the CRL being served', registers: [this.registry] });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {

@@ -1,6 +1,7 @@
 // Opening a hub from its data dir, and running it (`serve`): gRPC + HTTPS listeners, the change
-// feed that makes admin commands from other processes take effect, CRL refresh, and graceful
-// shutdown (streams closed, store flushed).
+// feed that makes admin commands from other processes take effect, CRL refresh, the SuperLink
+// registrar (when hub.json has a `superlink` section), and graceful shutdown (streams closed,
+// registrar stopped, store flushed).
 import type { FastifyInstance } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
 import { loadHubConfig, type HubConfig } from './config.ts';
@@ -10,6 +11,8 @@ import { listenOrExplain } from './listen.ts';
 import { AccessTokenVerifier } from './enroll/access-token.ts';
 import { oidcAdminAuthenticator } from './enroll/admin-auth.ts';
 import { createEnrollHandler } from './enroll/enroll.ts';
+import { createControlClient, readSuperlinkCa } from './flower/control-client.ts';
+import { FlowerRegistrar } from './flower/registrar.ts';
 import { startGrpcServer, type RunningGrpcServer } from './grpc/server.ts';
 import { buildHttpServer } from './http/server.ts';
 import type { AdminAuthenticator } from './http/admin.ts';
@@ -79,9 +82,37 @@ export interface RunningHub {
   readonly httpsPort: number;
   readonly grpc: RunningGrpcServer;
   readonly http: FastifyInstance;
+  /** Registers Flower keys with the SuperLink; null without a `superlink` config section. */
+  readonly registrar: FlowerRegistrar | null;
   /** Applies changes other processes made (normally every feedIntervalMs). */
   syncNow(): Promise<void>;
   close(graceMs?: number): Promise<void>;
+}
+
+const FLOWER_WORK_EVENTS: ReadonlySet<string> = new Set(['node.enrolled', 'node.revoked', 'flower.registration_retried']);
+
+/** The SuperLink registrar for config.superlink, started; null when there is no such section. */
+function startRegistrar(ctx: HubContext): FlowerRegistrar | null {
+  const sl = ctx.config.superlink;
+  if (sl === null) return null;
+  const control = createControlClient({
+    address: sl.controlAddress,
+    caPem: readSuperlinkCa(sl.caFile, ctx.paths.dataDir),
+    callTimeoutMs: sl.callTimeoutMs,
+  });
+  const registrar = new FlowerRegistrar({
+    store: ctx.store,
+    control,
+    log: ctx.log,
+    metrics: ctx.metrics,
+    clock: ctx.clock,
+    retry: { baseMs: sl.retryBaseMs, capMs: sl.retryCapMs },
+    scanIntervalMs: sl.scanIntervalMs,
+    ownsControl: true,
+  });
+  ctx.log.info({ event: 'superlink.configured', controlAddress: sl.controlAddress }, 'registering Flower keys with the SuperLink');
+  registrar.start();
+  return registrar;
 }
 
 export function splitHostPort(s: string): { host: string; port: number } {
@@ -103,8 +134,13 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
   try {
     await hub.crl.refresh();
 
+    const registrar = startRegistrar(ctx);
+    if (registrar !== null) undo.push(() => registrar.stop());
+
     let grpcServer: RunningGrpcServer | null = null;
     const onChange = async (e: AuditEntry): Promise<void> => {
+      // Enrollments, revocations and operator retries (from any process) may have queued work.
+      if (registrar !== null && FLOWER_WORK_EVENTS.has(e.event)) registrar.kick();
       if (grpcServer === null || e.nodeId === null) {
         if (e.event === 'keys.rotated') ctx.log.info({ event: 'keys.seen', seq: e.seq }, 'signing keys changed');
         return;
@@ -170,13 +206,14 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
       httpsPort,
       grpc: running,
       http,
+      registrar,
       syncNow: () => feed.poll(),
       close: (graceMs = 5000) => {
         closing ??= (async () => {
           listening = false;
           clearInterval(crlTimer);
           await feed.stop();
-          await Promise.all([running.close(graceMs), http.close()]);
+          await Promise.all([running.close(graceMs), http.close(), registrar?.stop()]);
           await hub.close();
           ctx.log.info({ event: 'hub.stopped' }, 'hub stopped');
         })();

@@ -39,6 +39,8 @@ export async function bundle(): Promise<{ agent: string; hub: string }> {
   // proto/load.ts finds sepal.proto next to the module that loads it: the entry or a chunk.
   fs.copyFileSync(path.join(REPO, 'proto/sepal.proto'), path.join(OUT, 'sepal.proto'));
   fs.copyFileSync(path.join(REPO, 'proto/sepal.proto'), path.join(OUT, 'chunks', 'sepal.proto'));
+  // The hub's SuperLink client loads Flower's Control API subset the same way (next to the module).
+  fs.copyFileSync(path.join(REPO, 'proto/flower/control.proto'), path.join(OUT, 'control.proto'));
   return { agent, hub };
 }
 

@@ -24,6 +24,10 @@ const KNOWN_EVENTS: Readonly<Record<AuditEvent, true>> = {
   'security.denied': true,
   'token.created': true,
   'token.revoked': true,
+  'flower.registered': true,
+  'flower.unregistered': true,
+  'flower.registration_failed': true,
+  'flower.registration_retried': true,
 };
 
 export function isAuditEvent(v: unknown): v is AuditEvent {

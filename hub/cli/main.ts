@@ -21,6 +21,7 @@ Usage:
   sepal-hub node list --data-dir DIR [--org ORG] [--json]
   sepal-hub node show ID --data-dir DIR [--json]
   sepal-hub node revoke ID --data-dir DIR
+  sepal-hub node retry-registration ID --data-dir DIR [--json]
   sepal-hub manifest publish (--node ID | --org ORG) --file manifest.json --data-dir DIR
   sepal-hub token create --data-dir DIR --org ORG [--ttl 1h] [--uses 1] [--json]
   sepal-hub token list --data-dir DIR [--org ORG] [--json]

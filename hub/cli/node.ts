@@ -1,4 +1,4 @@
-// sepal-hub node list | show | revoke
+// sepal-hub node list | show | revoke | retry-registration
 import { ErrorCodes } from '../../proto/errors.ts';
 import { SepalError } from '../errors.ts';
 import { nodeView, type NodeView } from '../service/views.ts';
@@ -31,13 +31,15 @@ export async function cmdNode(argv: string[]): Promise<number> {
           return 0;
         }
         out(table([
-          ['NODE', 'ORG', 'NAME', 'STATE', 'LAST SEEN', 'CERT EXPIRES', 'MANIFEST', 'GPU', 'SUPERNODE', 'VPN'],
-          ...nodes.map((n) => [n.id, n.org, n.name, n.state, n.lastSeenAt ?? 'never', n.certNotAfter ?? '-', String(n.manifestVersion), gpuSummary(n), statusField(n, 'supernodeState'), statusField(n, 'vpnState')]),
+          ['NODE', 'ORG', 'NAME', 'STATE', 'LAST SEEN', 'CERT EXPIRES', 'MANIFEST', 'GPU', 'SUPERNODE', 'VPN', 'FLOWER NODE', 'FLOWER REGISTRATION'],
+          ...nodes.map((n) => [n.id, n.org, n.name, n.state, n.lastSeenAt ?? 'never', n.certNotAfter ?? '-', String(n.manifestVersion), gpuSummary(n), statusField(n, 'supernodeState'), statusField(n, 'vpnState'),
+            n.flower?.nodeId ?? '-', n.flower?.summary ?? '-']),
         ]));
         return 0;
       });
     case 'show':
-    case 'revoke': {
+    case 'revoke':
+    case 'retry-registration': {
       const id = positionals[0];
       if (id === undefined) throw new UsageError(`node ${sub} needs a node id`);
       return withHub(paths, async (hub) => {
@@ -47,12 +49,18 @@ export async function cmdNode(argv: string[]): Promise<number> {
           out(v.json === true ? JSON.stringify(nodeView(node)) : JSON.stringify(nodeView(node), null, 2));
           return 0;
         }
+        if (sub === 'retry-registration') {
+          // A running hub sees the audit entry on its change feed and registers the key at once.
+          const reg = await hub.ctx.store.retryFlowerRegistration(id, { event: 'flower.registration_retried', actor: 'cli', detail: {} }, hub.ctx.clock());
+          out(v.json === true ? JSON.stringify({ nodeId: id, flower: reg.state }) : `${id}: Flower registration is pending again; a running hub tries it now.`);
+          return 0;
+        }
         const serials = await hub.revoke(id, 'cli');
         out(serials.length === 0 ? `${id} was already revoked.` : `Revoked ${id} (${serials.length} certificate(s)); the CRL is regenerated and a running hub closes its streams.`);
         return 0;
       });
     }
     default:
-      throw new UsageError('node: expected list, show or revoke');
+      throw new UsageError('node: expected list, show, revoke or retry-registration');
   }
 }

@@ -7,6 +7,7 @@ import { isSepalError } from '../errors.ts';
 import type { HubContext } from '../service/context.ts';
 import type { CrlPublisher } from '../service/crl.ts';
 import type { ManifestService } from '../service/manifests.ts';
+import { FLOWER_STATES } from '../store/store.ts';
 import { registerAdminRoutes, type AdminAuthenticator } from './admin.ts';
 
 export interface HttpDeps {
@@ -96,6 +97,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     const nodes = await ctx.store.listNodes();
     ctx.metrics.nodes.set({ state: 'active' }, nodes.filter((n) => n.state === 'active').length);
     ctx.metrics.nodes.set({ state: 'revoked' }, nodes.filter((n) => n.state === 'revoked').length);
+    for (const state of FLOWER_STATES) ctx.metrics.flowerRegistrations.set({ state }, nodes.filter((n) => n.flower?.state === state).length);
     return reply.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics());
   });
 

@@ -4,7 +4,7 @@
 import type { AuditEntry, Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
 
-const WATCHED = new Set(['node.revoked', 'manifest.published', 'keys.rotated']);
+const WATCHED = new Set(['node.enrolled', 'node.revoked', 'manifest.published', 'keys.rotated', 'flower.registration_retried']);
 
 export class ChangeFeed {
   readonly #store: Store;

@@ -1,5 +1,19 @@
 // How a node is shown to operators (CLI --json and the admin API): one shape for both.
-import type { NodeRecord } from '../store/store.ts';
+import type { FlowerRegistration, FlowerState, NodeRecord } from '../store/store.ts';
+
+/** The node's Flower key with the SuperLink; null when the node has no Flower key. */
+export interface FlowerView {
+  /** Flower's node id: uint64 as a decimal string (JSON numbers cannot hold it exactly). */
+  nodeId: string | null;
+  state: FlowerState;
+  /** For people: 'registration pending (SUPERLINK_UNAVAILABLE)', 'registered', 'failed (...)'. */
+  summary: string;
+  attempts: number;
+  lastError: string | null;
+  lastErrorMessage: string | null;
+  nextAttemptAt: string | null;
+  since: string;
+}
 
 export interface NodeView {
   id: string;
@@ -14,6 +28,7 @@ export interface NodeView {
   manifestVersion: number;
   status: unknown;
   facts: unknown;
+  flower: FlowerView | null;
 }
 
 const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
@@ -25,6 +40,33 @@ function parseJson(text: string | null): unknown {
   } catch {
     return null;
   }
+}
+
+const STATE_WORDS: Readonly<Record<FlowerState, string>> = {
+  pending: 'registration pending',
+  registered: 'registered',
+  'unregister-pending': 'unregistration pending',
+  unregistered: 'unregistered',
+  failed: 'failed',
+};
+
+export function flowerSummary(f: FlowerRegistration): string {
+  const words = STATE_WORDS[f.state];
+  return f.lastError === null ? words : `${words} (${f.lastError})`;
+}
+
+function flowerView(f: FlowerRegistration | null): FlowerView | null {
+  if (f === null) return null;
+  return {
+    nodeId: f.flowerNodeId,
+    state: f.state,
+    summary: flowerSummary(f),
+    attempts: f.attempts,
+    lastError: f.lastError,
+    lastErrorMessage: f.lastErrorMessage,
+    nextAttemptAt: iso(f.nextAttemptAt),
+    since: new Date(f.since).toISOString(),
+  };
 }
 
 export function nodeView(n: NodeRecord): NodeView {
@@ -41,5 +83,6 @@ export function nodeView(n: NodeRecord): NodeView {
     manifestVersion: n.manifestVersion,
     status: parseJson(n.status),
     facts: parseJson(n.facts),
+    flower: flowerView(n.flower),
   };
 }

@@ -133,6 +133,38 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 4,
+    name: 'flower registration',
+    sql: `
+      -- The node's Flower key with the SuperLink (FlowerState in store.ts). NULL state: the node
+      -- has no Flower key. flower_node_id is Flower's uint64 as decimal text: SQLite integers are
+      -- signed 64-bit and cannot hold every Flower id.
+      ALTER TABLE nodes ADD COLUMN flower_state TEXT
+        CHECK (flower_state IN ('pending', 'registered', 'unregister-pending', 'unregistered', 'failed'));
+      ALTER TABLE nodes ADD COLUMN flower_node_id TEXT
+        CHECK (flower_node_id IS NULL OR (length(flower_node_id) BETWEEN 1 AND 20 AND flower_node_id NOT GLOB '*[^0-9]*' AND flower_node_id NOT GLOB '0*'));
+      ALTER TABLE nodes ADD COLUMN flower_attempts INTEGER NOT NULL DEFAULT 0 CHECK (flower_attempts >= 0);
+      ALTER TABLE nodes ADD COLUMN flower_last_error TEXT;
+      ALTER TABLE nodes ADD COLUMN flower_last_error_message TEXT;
+      ALTER TABLE nodes ADD COLUMN flower_next_attempt_at INTEGER;
+      ALTER TABLE nodes ADD COLUMN flower_since INTEGER;
+
+      -- Nodes enrolled before this version: active ones with a key still need registering; the
+      -- key of a revoked one was never registered by the hub, so there is nothing to undo.
+      UPDATE nodes SET flower_state = 'pending', flower_next_attempt_at = 0, flower_since = created_at
+        WHERE state = 'active' AND flower_public_key IS NOT NULL;
+
+      -- the registrar's queue: only work that is still to do is in this index
+      CREATE INDEX nodes_flower_due ON nodes (flower_next_attempt_at)
+        WHERE flower_state IN ('pending', 'unregister-pending');
+      -- one hub node per live Flower node
+      CREATE UNIQUE INDEX nodes_flower_node_id ON nodes (flower_node_id)
+        WHERE flower_state IN ('registered', 'unregister-pending');
+      -- the duplicate-key check at enrollment (not UNIQUE: older stores may hold duplicates)
+      CREATE INDEX nodes_by_flower_key ON nodes (flower_public_key) WHERE flower_public_key IS NOT NULL;
+    `,
+  },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS = `

@@ -15,7 +15,8 @@
 // no state change exists without its entry. For node-scoped writes (enroll, renew, revoke,
 // publish) an AuditInput whose nodeId/org is left undefined gets the node's id/org.
 //
-// Details the Store contract leaves open: enrollNode sets lastSeenAt to the enrollment time;
+// Details the Store contract leaves open: enrollNode sets lastSeenAt to the enrollment time and a
+// pending Flower registration's nextAttemptAt to the enrollment time (due at once);
 // recordStatus/touchNode throw NOT_FOUND for an unknown node and never move lastSeenAt backwards;
 // times must be integer milliseconds (TypeError otherwise); listNodes is ordered by createdAt, id.
 import { DatabaseSync, type SQLInputValue, type SQLOutputValue, type StatementSync } from 'node:sqlite';
@@ -24,7 +25,8 @@ import { auditHash, canonicalJson, GENESIS_HASH, isAuditEvent } from '../audit/c
 import { applyMigrations, currentVersion, latestVersion } from './migrations.ts';
 import type {
   AuditEntry, AuditEvent, AuditInput, CertAcceptance, CertKind, CertRecord, EnrollmentClaim, EnrollmentTokenRecord,
-  ManifestBuilder, ManifestRecord, NewCert, NewEnrollmentToken, NewNode, NodeRecord, NodeState, SigningKeyRecord, Store,
+  FlowerRegistration, FlowerState, FlowerWork, ManifestBuilder, ManifestRecord, NewCert, NewEnrollmentToken, NewNode,
+  NodeRecord, NodeState, SigningKeyRecord, Store,
 } from './store.ts';
 import { timingSafeEqual } from 'node:crypto';
 
@@ -38,7 +40,10 @@ interface PendingRenewal {
   readonly reject: (e: Error) => void;
 }
 
-const NODE_COLS = 'id, org, name, state, created_at, revoked_at, facts, flower_public_key, last_seen_at, manifest_version, cert_serial, cert_not_after, status';
+const NODE_COLS = 'id, org, name, state, created_at, revoked_at, facts, flower_public_key, last_seen_at, manifest_version, cert_serial, cert_not_after, status, '
+  + 'flower_state, flower_node_id, flower_attempts, flower_last_error, flower_last_error_message, flower_next_attempt_at, flower_since';
+/** The Flower registration columns, the tail of NODE_COLS (see flowerAt). */
+const FLOWER_COLS = 'flower_state, flower_node_id, flower_attempts, flower_last_error, flower_last_error_message, flower_next_attempt_at, flower_since';
 const CERT_COLS = 'serial, node_id, org, kind, not_before, not_after, fingerprint, der, issued_at, revoked_at';
 const AUDIT_COLS = 'seq, at, event, actor, node_id, org, reason, detail, prev_hash, hash';
 const prefixed = (alias: string, cols: string): string => cols.split(', ').map((c) => `${alias}.${c}`).join(', ');
@@ -103,8 +108,33 @@ function nodeAt(r: Row, i: number): NodeRecord {
     certSerial: r[i + 10] as string | null,
     certNotAfter: r[i + 11] as number | null,
     status: r[i + 12] as string | null,
+    flower: flowerAt(r, i + 13),
   };
 }
+
+function flowerAt(r: Row, i: number): FlowerRegistration | null {
+  const state = r[i] as FlowerState | null;
+  if (state === null) return null;
+  return {
+    state,
+    flowerNodeId: r[i + 1] as string | null,
+    attempts: r[i + 2] as number,
+    lastError: r[i + 3] as string | null,
+    lastErrorMessage: r[i + 4] as string | null,
+    nextAttemptAt: r[i + 5] as number | null,
+    since: r[i + 6] as number,
+  };
+}
+
+/** A Flower node id as the store keeps it: canonical decimal of a non-zero uint64. */
+function checkFlowerNodeId(id: string): void {
+  if (typeof id !== 'string' || !/^[1-9][0-9]{0,19}$/.test(id) || BigInt(id) > 0xffff_ffff_ffff_ffffn) {
+    throw new TypeError(`Flower node id must be the decimal text of a non-zero uint64, got ${String(id)}`);
+  }
+}
+
+/** Operator-facing error text is kept short. */
+const MAX_ERROR_MESSAGE = 500;
 
 function certAt(r: Row, i: number): CertRecord {
   const der = r[i + 7] as Uint8Array;
@@ -159,13 +189,32 @@ function prepareAll(db: DatabaseSync) {
     nodeBrief: q('SELECT state, org, manifest_version FROM nodes WHERE id = ?'),
     nodesAll: q(`SELECT ${NODE_COLS} FROM nodes ORDER BY created_at, id`),
     nodesByOrg: q(`SELECT ${NODE_COLS} FROM nodes WHERE org = ? ORDER BY created_at, id`),
-    nodeInsert: q(`INSERT INTO nodes (id, org, name, state, created_at, facts, flower_public_key, last_seen_at, cert_serial, cert_not_after)
-                   VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)`),
+    nodeInsert: q(`INSERT INTO nodes (id, org, name, state, created_at, facts, flower_public_key, last_seen_at, cert_serial, cert_not_after,
+                     flower_state, flower_next_attempt_at, flower_since)
+                   VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    nodeByFlowerKey: q('SELECT id FROM nodes WHERE flower_public_key = ? AND id <> ? LIMIT 1'),
     nodeSetCert: q('UPDATE nodes SET cert_serial = ?, cert_not_after = ? WHERE id = ?'),
     nodeRevoke: q(`UPDATE nodes SET state = 'revoked', revoked_at = ? WHERE id = ? AND state = 'active'`),
     nodeStatus: q('UPDATE nodes SET status = ?, last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?'),
     nodeTouch: q('UPDATE nodes SET last_seen_at = max(coalesce(last_seen_at, 0), ?) WHERE id = ?'),
     nodeSetManifestVersion: q('UPDATE nodes SET manifest_version = ? WHERE id = ?'),
+
+    flowerGet: q(`SELECT ${FLOWER_COLS}, org, state FROM nodes WHERE id = ?`),
+    flowerDue: q(`SELECT id, org, flower_state, flower_public_key, flower_node_id, flower_attempts FROM nodes
+                  WHERE flower_state IN ('pending', 'unregister-pending') AND flower_next_attempt_at <= ?
+                  ORDER BY flower_next_attempt_at, id LIMIT ?`),
+    flowerNext: q(`SELECT min(flower_next_attempt_at) FROM nodes WHERE flower_state IN ('pending', 'unregister-pending')`),
+    flowerByNodeId: q(`SELECT ${NODE_COLS} FROM nodes WHERE flower_node_id = ? AND flower_state IN ('registered', 'unregister-pending')`),
+    // Every state change resets attempts and the last error and stamps flower_since.
+    flowerSet: q(`UPDATE nodes SET flower_state = ?, flower_node_id = ?, flower_attempts = 0, flower_last_error = ?,
+                    flower_last_error_message = ?, flower_next_attempt_at = ?, flower_since = ? WHERE id = ?`),
+    flowerRetry: q(`UPDATE nodes SET flower_attempts = flower_attempts + 1, flower_last_error = ?, flower_last_error_message = ?,
+                      flower_next_attempt_at = ? WHERE id = ? AND flower_state = ?`),
+    // Revocation: a registered key (or one whose registration may have reached the SuperLink) is
+    // to be removed; anything else has nothing on the SuperLink.
+    flowerOnRevoke: q(`UPDATE nodes SET flower_state = 'unregister-pending', flower_attempts = 0, flower_last_error = NULL,
+                         flower_last_error_message = NULL, flower_next_attempt_at = ?, flower_since = ?
+                       WHERE id = ? AND flower_state IN ('pending', 'registered')`),
 
     certInsert: q(`INSERT INTO certs (${CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`),
     certGet: q(`SELECT ${CERT_COLS} FROM certs WHERE serial = ?`),
@@ -343,10 +392,17 @@ export class SqliteStore implements Store {
       return this.#tx(() => {
         this.#consumeClaim(claim, node.org, now);
         try {
-          this.#s.nodeInsert.run(node.id, node.org, node.name, now, node.facts, node.flowerPublicKey, now, cert.serial, cert.notAfter);
+          const hasKey = node.flowerPublicKey !== null;
+          this.#s.nodeInsert.run(node.id, node.org, node.name, now, node.facts, node.flowerPublicKey, now, cert.serial, cert.notAfter,
+            hasKey ? 'pending' : null, hasKey ? now : null, hasKey ? now : null);
         } catch (e) {
           if (isUniqueViolation(e)) throw new SepalError(ErrorCodes.ALREADY_EXISTS, `node ${node.id} already exists`);
           throw e;
+        }
+        // Flower refuses a key it has seen before, even after unregistering it: a node enrolling
+        // again needs a new key. The other node is not named (it may be another organisation's).
+        if (node.flowerPublicKey !== null && getRow(this.#s.nodeByFlowerKey, node.flowerPublicKey, node.id) !== undefined) {
+          throw new SepalError(ErrorCodes.FLOWER_KEY_INVALID, 'this Flower public key is already enrolled; Flower accepts a key once, so enroll with a new one');
         }
         this.#insertCert(cert, now);
         this.#appendInTx(audit, now, node.id, node.org);
@@ -537,6 +593,7 @@ export class SqliteStore implements Store {
         const wasActive = Number(this.#s.nodeRevoke.run(now, nodeId).changes) > 0;
         const serials = allRows(this.#s.certsRevokeByNode, now, nodeId).map((r) => r[0] as string).sort();
         if (!wasActive && serials.length === 0) return [];
+        if (wasActive) this.#s.flowerOnRevoke.run(now, now, nodeId);
         this.#appendInTx(audit, now, nodeId, node[1] as string);
         return serials;
       });
@@ -567,6 +624,127 @@ export class SqliteStore implements Store {
         if (Number(this.#s.nodeTouch.run(now, nodeId).changes) === 0) {
           throw new SepalError(ErrorCodes.NOT_FOUND, `node ${nodeId} not found`);
         }
+      });
+    });
+  }
+
+  // ---- Flower registration --------------------------------------------------------------------
+
+  dueFlowerWork(now: number, limit: number): Promise<FlowerWork[]> {
+    return settle(() => {
+      checkTime(now);
+      if (!Number.isSafeInteger(limit) || limit < 1) throw new TypeError(`limit must be a positive integer, got ${limit}`);
+      return allRows(this.#s.flowerDue, now, limit).map((r) => ({
+        nodeId: r[0] as string,
+        org: r[1] as string,
+        state: r[2] as 'pending' | 'unregister-pending',
+        flowerPublicKey: r[3] as string,
+        flowerNodeId: r[4] as string | null,
+        attempts: r[5] as number,
+      }));
+    });
+  }
+
+  nextFlowerAttemptAt(): Promise<number | null> {
+    return settle(() => (getRow(this.#s.flowerNext)?.[0] ?? null) as number | null);
+  }
+
+  nodeByFlowerId(flowerNodeId: string): Promise<NodeRecord | null> {
+    return settle(() => {
+      const r = getRow(this.#s.flowerByNodeId, flowerNodeId);
+      return r === undefined ? null : nodeAt(r, 0);
+    });
+  }
+
+  /** The registration, org and node state inside a transaction; null for an unknown node. */
+  #flowerInTx(nodeId: string): { reg: FlowerRegistration | null; org: string; nodeState: NodeState } | null {
+    const r = getRow(this.#s.flowerGet, nodeId);
+    return r === undefined ? null : { reg: flowerAt(r, 0), org: r[7] as string, nodeState: r[8] as NodeState };
+  }
+
+  /** Sets a new state (a transition) and appends its audit entry; returns the new registration. */
+  #flowerTransition(nodeId: string, org: string, to: { state: FlowerState; flowerNodeId: string | null; error?: { code: string; message: string }; nextAttemptAt: number | null },
+    audit: AuditInput, now: number): FlowerRegistration {
+    this.#s.flowerSet.run(to.state, to.flowerNodeId, to.error?.code ?? null, to.error?.message.slice(0, MAX_ERROR_MESSAGE) ?? null,
+      to.nextAttemptAt, now, nodeId);
+    this.#appendInTx(audit, now, nodeId, org);
+    return this.#flowerInTx(nodeId)!.reg!;
+  }
+
+  recordFlowerRegistered(nodeId: string, flowerNodeId: string, audit: AuditInput, now: number): Promise<FlowerRegistration | null> {
+    return settle(() => {
+      checkTime(now);
+      checkFlowerNodeId(flowerNodeId);
+      return this.#tx(() => {
+        const cur = this.#flowerInTx(nodeId);
+        const state = cur?.reg?.state;
+        if (cur === null || (state !== 'pending' && state !== 'unregister-pending')) return null;
+        const known = cur.reg?.flowerNodeId ?? null;
+        if (known !== null && known !== flowerNodeId) throw new TypeError(`node ${nodeId} is Flower node ${known}, not ${flowerNodeId}`);
+        // Revoked while the call was in flight: keep the id so the registrar removes it next.
+        const to = state === 'pending'
+          ? { state: 'registered' as const, flowerNodeId, nextAttemptAt: null }
+          : { state: 'unregister-pending' as const, flowerNodeId, nextAttemptAt: now };
+        try {
+          return this.#flowerTransition(nodeId, cur.org, to, audit, now);
+        } catch (e) {
+          if (isUniqueViolation(e)) throw new SepalError(ErrorCodes.ALREADY_EXISTS, `Flower node ${flowerNodeId} is already another node's`);
+          throw e;
+        }
+      });
+    });
+  }
+
+  recordFlowerUnregistered(nodeId: string, flowerNodeId: string | null, audit: AuditInput, now: number): Promise<FlowerRegistration | null> {
+    return settle(() => {
+      checkTime(now);
+      if (flowerNodeId !== null) checkFlowerNodeId(flowerNodeId);
+      return this.#tx(() => {
+        const cur = this.#flowerInTx(nodeId);
+        if (cur?.reg?.state !== 'unregister-pending') return null;
+        const known = cur.reg.flowerNodeId;
+        if (known !== null && flowerNodeId !== null && known !== flowerNodeId) {
+          throw new TypeError(`node ${nodeId} is Flower node ${known}, not ${flowerNodeId}`);
+        }
+        return this.#flowerTransition(nodeId, cur.org, { state: 'unregistered', flowerNodeId: known ?? flowerNodeId, nextAttemptAt: null }, audit, now);
+      });
+    });
+  }
+
+  recordFlowerFailed(nodeId: string, error: { readonly code: string; readonly message: string }, audit: AuditInput, now: number): Promise<FlowerRegistration | null> {
+    return settle(() => {
+      checkTime(now);
+      return this.#tx(() => {
+        const cur = this.#flowerInTx(nodeId);
+        if (cur?.reg?.state !== 'pending') return null;
+        return this.#flowerTransition(nodeId, cur.org, { state: 'failed', flowerNodeId: null, error, nextAttemptAt: null }, audit, now);
+      });
+    });
+  }
+
+  recordFlowerRetry(nodeId: string, state: 'pending' | 'unregister-pending', error: { readonly code: string; readonly message: string },
+    nextAttemptAt: number, now: number): Promise<FlowerRegistration | null> {
+    return settle(() => {
+      checkTime(now);
+      checkTime(nextAttemptAt);
+      return this.#tx(() => {
+        const changed = Number(this.#s.flowerRetry.run(error.code, error.message.slice(0, MAX_ERROR_MESSAGE), nextAttemptAt, nodeId, state).changes);
+        return changed === 0 ? null : this.#flowerInTx(nodeId)!.reg;
+      });
+    });
+  }
+
+  retryFlowerRegistration(nodeId: string, audit: AuditInput, now: number): Promise<FlowerRegistration> {
+    return settle(() => {
+      checkTime(now);
+      return this.#tx(() => {
+        const cur = this.#flowerInTx(nodeId);
+        if (cur === null) throw new SepalError(ErrorCodes.NOT_FOUND, `node ${nodeId} not found`);
+        if (cur.nodeState !== 'active') throw new SepalError(ErrorCodes.INVALID_ARGUMENT, `node ${nodeId} is revoked`);
+        if (cur.reg?.state !== 'failed') {
+          throw new SepalError(ErrorCodes.INVALID_ARGUMENT, `node ${nodeId}: only a failed Flower registration can be retried (it is ${cur.reg?.state ?? 'absent: the node has no Flower key'})`);
+        }
+        return this.#flowerTransition(nodeId, cur.org, { state: 'pending', flowerNodeId: null, nextAttemptAt: now }, audit, now);
       });
     });
   }

@@ -5,6 +5,48 @@
 
 export type NodeState = 'active' | 'revoked';
 
+/**
+ * Where a node's Flower public key stands with the SuperLink (hub/flower/registrar.ts moves it):
+ *
+ *   pending ──registered──▶ registered ──node revoked──▶ unregister-pending ──▶ unregistered
+ *      │  ╰──node revoked (maybe registered by a call whose answer was lost)──▶ ┘
+ *      ╰──key refused──▶ failed ──operator retry──▶ pending
+ *
+ * pending and unregister-pending are the registrar's work: retried with backoff until they leave
+ * that state. A node enrolled with a Flower key starts pending; one without a key has no
+ * registration (null). Revoking a failed node leaves it failed: nothing is on the SuperLink.
+ */
+export type FlowerState = 'pending' | 'registered' | 'unregister-pending' | 'unregistered' | 'failed';
+export const FLOWER_STATES: readonly FlowerState[] = Object.freeze(['pending', 'registered', 'unregister-pending', 'unregistered', 'failed']);
+
+export interface FlowerRegistration {
+  readonly state: FlowerState;
+  /** Flower's node id: an unsigned 64-bit integer as a decimal string, never a JS number. Null
+   *  until the SuperLink has assigned one (and for unregister-pending when it may never have). */
+  readonly flowerNodeId: string | null;
+  /** Failed attempts since the registration entered its current state. */
+  readonly attempts: number;
+  /** ErrorCode of the last failed attempt (or of the refusal, when failed); null after success. */
+  readonly lastError: string | null;
+  /** What went wrong, for operators; never secrets. */
+  readonly lastErrorMessage: string | null;
+  /** When the registrar tries next (pending, unregister-pending); null otherwise. */
+  readonly nextAttemptAt: number | null;
+  /** When the current state was entered. */
+  readonly since: number;
+}
+
+/** One due item of the registrar's work (see Store.dueFlowerWork). */
+export interface FlowerWork {
+  readonly nodeId: string;
+  readonly org: string;
+  readonly state: 'pending' | 'unregister-pending';
+  /** The OpenSSH line stored at enrollment. */
+  readonly flowerPublicKey: string;
+  readonly flowerNodeId: string | null;
+  readonly attempts: number;
+}
+
 export interface NodeRecord {
   readonly id: string;
   readonly org: string;
@@ -24,6 +66,8 @@ export interface NodeRecord {
   readonly certNotAfter: number | null;
   /** JSON text of the last status report, null until the agent reports. */
   readonly status: string | null;
+  /** The Flower key's registration with the SuperLink; null for a node without a Flower key. */
+  readonly flower: FlowerRegistration | null;
 }
 
 export type CertKind = 'enroll' | 'renew';
@@ -68,7 +112,11 @@ export type AuditEvent =
   | 'keys.rotated'
   | 'security.denied'
   | 'token.created'
-  | 'token.revoked';
+  | 'token.revoked'
+  | 'flower.registered'
+  | 'flower.unregistered'
+  | 'flower.registration_failed'
+  | 'flower.registration_retried';
 
 /** What a caller asks to append; seq, time and hashes are filled in by the store. */
 export interface AuditInput {
@@ -169,7 +217,9 @@ export interface Store {
    *  enrollment token that is unknown or whose secret does not match fails with
    *  ENROLLMENT_TOKEN_INVALID, revoked with ENROLLMENT_TOKEN_REVOKED, expired with
    *  ENROLLMENT_TOKEN_EXPIRED, used up with ENROLLMENT_TOKEN_EXHAUSTED, for another org with
-   *  ORG_MISMATCH. On any failure nothing is written. */
+   *  ORG_MISMATCH. A Flower key some other node already has (in any state: Flower never accepts
+   *  a key twice) fails with FLOWER_KEY_INVALID. A node with a Flower key starts with a pending
+   *  registration. On any failure nothing is written. */
   enrollNode(node: NewNode, cert: NewCert, audit: AuditInput, now: number, claim?: EnrollmentClaim): Promise<NodeRecord>;
   /** Records a renewal certificate for an active node (fails with NODE_REVOKED otherwise). */
   recordRenewal(cert: NewCert, audit: AuditInput, now: number): Promise<void>;
@@ -179,13 +229,41 @@ export interface Store {
   /** The certificate with this serial and its node, in one read (the mTLS hot path). */
   certAcceptance(serial: string): Promise<CertAcceptance>;
   /** Marks the node and all its certificates revoked; returns the revoked serials. Idempotent: a
-   *  second call returns [] and writes no audit entry. Throws NOT_FOUND for an unknown node. */
+   *  second call returns [] and writes no audit entry. Throws NOT_FOUND for an unknown node. In the
+   *  same transaction a registered or pending Flower registration becomes unregister-pending. */
   revokeNode(nodeId: string, audit: AuditInput, now: number): Promise<string[]>;
   /** Revoked certificates that have not expired yet (what the CRL lists). */
   listRevokedCerts(now: number): Promise<Array<{ serial: string; revokedAt: number; notAfter: number }>>;
   /** Stores a status report and bumps lastSeenAt. */
   recordStatus(nodeId: string, statusJson: string, now: number): Promise<void>;
   touchNode(nodeId: string, now: number): Promise<void>;
+
+  // Flower registration with the SuperLink (see FlowerState). Writes are conditional on the state
+  // the registrar saw: each returns the registration after the write, or null when the node was
+  // not in a state the write applies to (it changed meanwhile, or is unknown) and nothing changed.
+  /** pending and unregister-pending registrations whose nextAttemptAt <= now, earliest first. */
+  dueFlowerWork(now: number, limit: number): Promise<FlowerWork[]>;
+  /** The earliest nextAttemptAt of any pending work, null when there is none. */
+  nextFlowerAttemptAt(): Promise<number | null>;
+  /** The node holding this Flower node id (registered or unregister-pending), if any. */
+  nodeByFlowerId(flowerNodeId: string): Promise<NodeRecord | null>;
+  /** The SuperLink registered the key as flowerNodeId: pending becomes registered. When the node
+   *  was revoked meanwhile (unregister-pending) the id is recorded, the state stays and the work is
+   *  due at once. Audited (`flower.registered`). ALREADY_EXISTS when another node holds the id. */
+  recordFlowerRegistered(nodeId: string, flowerNodeId: string, audit: AuditInput, now: number): Promise<FlowerRegistration | null>;
+  /** unregister-pending becomes unregistered; flowerNodeId (found by looking the key up) fills in
+   *  an id the store did not have. Audited (`flower.unregistered`). */
+  recordFlowerUnregistered(nodeId: string, flowerNodeId: string | null, audit: AuditInput, now: number): Promise<FlowerRegistration | null>;
+  /** The SuperLink refused the key for good: pending becomes failed. Audited
+   *  (`flower.registration_failed`, reason = code). */
+  recordFlowerFailed(nodeId: string, error: { readonly code: string; readonly message: string }, audit: AuditInput, now: number): Promise<FlowerRegistration | null>;
+  /** A failed attempt to retry later: attempts + 1, the error, nextAttemptAt; the state stays.
+   *  Applies only while the state is still `state`. Not audited (the log and metrics show it). */
+  recordFlowerRetry(nodeId: string, state: 'pending' | 'unregister-pending', error: { readonly code: string; readonly message: string }, nextAttemptAt: number, now: number): Promise<FlowerRegistration | null>;
+  /** An operator asks to try a failed registration again: failed becomes pending, due now, for an
+   *  active node. Audited (`flower.registration_retried`). NOT_FOUND for an unknown node,
+   *  INVALID_ARGUMENT when the node is revoked or its registration is not failed. */
+  retryFlowerRegistration(nodeId: string, audit: AuditInput, now: number): Promise<FlowerRegistration>;
 
   // manifests
   /** For each node: allocates version = previous + 1, calls build, stores the result; one audit

@@ -281,7 +281,7 @@ export async function waitUntil<T>(what: string, timeoutMs: number, fn: () => Pr
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last === null ? '' : `: ${String(last)}`}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last === null ? '' : `: ${last instanceof Error ? last.message : JSON.stringify(last)}`}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

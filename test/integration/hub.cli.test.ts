@@ -237,7 +237,7 @@ describe('serve', () => {
       ['grpc.listenAddress', (c) => { (c['grpc'] as Record<string, unknown>)['listenAddress'] = '0.0.0.0:1'; }],
       ['tls', (c) => { c['tls'] = {}; }],
       ['limits.maxMessageBytes', (c) => { (c['limits'] as Record<string, unknown>)['maxMessageBytes'] = '64k'; }],
-      ['certificates.leafLifetimeSeconds', (c) => { (c['certificates'] as Record<string, unknown>)['leafLifetimeSeconds'] = 60; }],
+      ['certificates.leafLifetimeSeconds', (c) => { (c['certificates'] as Record<string, unknown>)['leafLifetimeSeconds'] = 59; }],
     ];
     for (const [where, breakIt] of cases) {
       const bad = structuredClone(good);

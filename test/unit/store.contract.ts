@@ -71,6 +71,7 @@ export function storeContractSuite(
           id: 'n1', org: 'org-a', name: 'name of n1', state: 'active', createdAt: T0, revokedAt: null,
           facts: JSON.stringify({ os: 'linux', id: 'n1' }), flowerPublicKey: 'ecdsa-sha2-nistp256 AAAAn1',
           lastSeenAt: node.lastSeenAt, manifestVersion: 0, certSerial: serial, certNotAfter: cert.notAfter, status: null,
+          flower: { state: 'pending', flowerNodeId: null, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: T0, since: T0 },
         });
         expect(await store.getNode('n1')).toEqual(node);
 
@@ -143,6 +144,186 @@ export function storeContractSuite(
         await expectNewAudit(head, []);
         await expectCode(store.recordStatus('nope', '{}', T0), ErrorCodes.NOT_FOUND);
         await expectCode(store.touchNode('nope', T0), ErrorCodes.NOT_FOUND);
+      });
+    });
+
+    describe('Flower registration', () => {
+      const BIG = '18446744073709551557'; // > 2^53: a JS number would round it
+      const registeredAudit = (id: string): AuditInput => ({ event: 'flower.registered', actor: 'hub:registrar', detail: { flowerNodeId: id } });
+      const unregisteredAudit = (id: string | null): AuditInput => ({ event: 'flower.unregistered', actor: 'hub:registrar', detail: { flowerNodeId: id } });
+      const failedAudit = (code: string): AuditInput => ({ event: 'flower.registration_failed', actor: 'hub:registrar', reason: code, detail: {} });
+      const retriedAudit: AuditInput = { event: 'flower.registration_retried', actor: 'cli', detail: {} };
+      const unavailable = { code: ErrorCodes.SUPERLINK_UNAVAILABLE, message: 'connect ECONNREFUSED' };
+      const rejected = { code: ErrorCodes.SUPERLINK_REJECTED, message: 'public key not valid' };
+      const enrollKeyless = async (id: string) => {
+        const serial = serialFor(`${id}/enroll`);
+        return store.enrollNode({ ...newNode(id), flowerPublicKey: null }, newCert(serial, id, 'org-a', 'enroll'), enrolledAudit(id, 'org-a', serial), T0);
+      };
+
+      it('a node with a Flower key starts pending and due at once; one without a key has no registration', async () => {
+        await enroll(store, 'n1');
+        const keyless = await enrollKeyless('n2');
+        expect(keyless.flower).toBeNull();
+        expect(await store.dueFlowerWork(T0 - 1, 10)).toEqual([]);
+        expect(await store.dueFlowerWork(T0, 10)).toEqual([
+          { nodeId: 'n1', org: 'org-a', state: 'pending', flowerPublicKey: 'ecdsa-sha2-nistp256 AAAAn1', flowerNodeId: null, attempts: 0 },
+        ]);
+        expect(await store.nextFlowerAttemptAt()).toBe(T0);
+      });
+
+      it('refuses a Flower key another node has (even a revoked one) with FLOWER_KEY_INVALID and writes nothing', async () => {
+        await enroll(store, 'n1');
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 1);
+        const head = await store.auditHead();
+        const serial = serialFor('n2/enroll');
+        await expectCode(store.enrollNode({ ...newNode('n2'), flowerPublicKey: 'ecdsa-sha2-nistp256 AAAAn1' }, newCert(serial, 'n2', 'org-a', 'enroll'),
+          enrolledAudit('n2', 'org-a', serial), T0 + 2), ErrorCodes.FLOWER_KEY_INVALID);
+        expect(await store.getNode('n2')).toBeNull();
+        expect(await store.getCert(serial)).toBeNull();
+        await expectNewAudit(head, []);
+      });
+
+      it('records Flower\'s node id exactly, audited, and takes the node out of the queue', async () => {
+        await enroll(store, 'n1');
+        const head = await store.auditHead();
+        const reg = await store.recordFlowerRegistered('n1', BIG, registeredAudit(BIG), T0 + 10);
+        expect(reg).toEqual({ state: 'registered', flowerNodeId: BIG, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: null, since: T0 + 10 });
+        expect((await store.getNode('n1'))!.flower).toEqual(reg);
+        expect((await store.nodeByFlowerId(BIG))?.id).toBe('n1');
+        expect(await store.nodeByFlowerId('42')).toBeNull();
+        expect(await store.dueFlowerWork(T0 + 1e9, 10)).toEqual([]);
+        expect(await store.nextFlowerAttemptAt()).toBeNull();
+        const [entry] = await expectNewAudit(head, ['flower.registered']);
+        expect(entry).toMatchObject({ nodeId: 'n1', org: 'org-a', actor: 'hub:registrar', detail: `{"flowerNodeId":"${BIG}"}` });
+        // not pending any more: a second answer changes nothing
+        expect(await store.recordFlowerRegistered('n1', BIG, registeredAudit(BIG), T0 + 11)).toBeNull();
+        expect(await store.recordFlowerFailed('n1', rejected, failedAudit(rejected.code), T0 + 11)).toBeNull();
+        await expectNewAudit(head, ['flower.registered']);
+      });
+
+      it('refuses ids that are not a non-zero uint64 in decimal', async () => {
+        await enroll(store, 'n1');
+        for (const bad of ['0', '18446744073709551616', '-1', '1e3', '007', '', ' 1']) {
+          await expect(store.recordFlowerRegistered('n1', bad, registeredAudit(bad), T0), bad).rejects.toThrow(TypeError);
+        }
+        await expect(store.recordFlowerRegistered('n1', 7 as unknown as string, registeredAudit('7'), T0)).rejects.toThrow(TypeError);
+        expect((await store.getNode('n1'))!.flower?.state).toBe('pending');
+        expect(await store.recordFlowerRegistered('n1', '18446744073709551615', registeredAudit('max'), T0)).toMatchObject({ flowerNodeId: '18446744073709551615' });
+      });
+
+      it('a retry counts the attempt, keeps the error and the next time, writes no audit entry', async () => {
+        await enroll(store, 'n1');
+        const head = await store.auditHead();
+        const r1 = await store.recordFlowerRetry('n1', 'pending', unavailable, T0 + 5000, T0 + 1);
+        expect(r1).toEqual({ state: 'pending', flowerNodeId: null, attempts: 1, lastError: 'SUPERLINK_UNAVAILABLE', lastErrorMessage: 'connect ECONNREFUSED', nextAttemptAt: T0 + 5000, since: T0 });
+        expect(await store.dueFlowerWork(T0 + 4999, 10)).toEqual([]);
+        expect(await store.dueFlowerWork(T0 + 5000, 10)).toMatchObject([{ nodeId: 'n1', attempts: 1 }]);
+        expect(await store.nextFlowerAttemptAt()).toBe(T0 + 5000);
+        expect(await store.recordFlowerRetry('n1', 'pending', unavailable, T0 + 9000, T0 + 5000)).toMatchObject({ attempts: 2, nextAttemptAt: T0 + 9000 });
+        // a retry for a state the node is not in changes nothing
+        expect(await store.recordFlowerRetry('n1', 'unregister-pending', unavailable, T0 + 1, T0 + 5000)).toBeNull();
+        expect(await store.recordFlowerRetry('ghost', 'pending', unavailable, T0 + 1, T0 + 5000)).toBeNull();
+        await expectNewAudit(head, []);
+        // success clears the error and the count
+        expect(await store.recordFlowerRegistered('n1', '5', registeredAudit('5'), T0 + 9000)).toMatchObject({ state: 'registered', attempts: 0, lastError: null, lastErrorMessage: null });
+      });
+
+      it('a refused key is failed with its code, audited; an operator retry makes it pending again', async () => {
+        await enroll(store, 'n1');
+        await enrollKeyless('n2');
+        const head = await store.auditHead();
+        const failed = await store.recordFlowerFailed('n1', rejected, failedAudit(rejected.code), T0 + 10);
+        expect(failed).toEqual({ state: 'failed', flowerNodeId: null, attempts: 0, lastError: 'SUPERLINK_REJECTED', lastErrorMessage: 'public key not valid', nextAttemptAt: null, since: T0 + 10 });
+        expect(await store.dueFlowerWork(T0 + 1e9, 10)).toEqual([]);
+        const [entry] = await expectNewAudit(head, ['flower.registration_failed']);
+        expect(entry).toMatchObject({ nodeId: 'n1', org: 'org-a', reason: 'SUPERLINK_REJECTED' });
+
+        const again = await store.retryFlowerRegistration('n1', retriedAudit, T0 + 20);
+        expect(again).toEqual({ state: 'pending', flowerNodeId: null, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: T0 + 20, since: T0 + 20 });
+        expect(await store.dueFlowerWork(T0 + 20, 10)).toMatchObject([{ nodeId: 'n1', state: 'pending' }]);
+        await expectNewAudit(head, ['flower.registration_failed', 'flower.registration_retried']);
+
+        const head2 = await store.auditHead();
+        await expectCode(store.retryFlowerRegistration('n1', retriedAudit, T0 + 21), ErrorCodes.INVALID_ARGUMENT); // pending, not failed
+        await expectCode(store.retryFlowerRegistration('n2', retriedAudit, T0 + 21), ErrorCodes.INVALID_ARGUMENT); // no Flower key
+        await expectCode(store.retryFlowerRegistration('ghost', retriedAudit, T0 + 21), ErrorCodes.NOT_FOUND);
+        await store.recordFlowerFailed('n1', rejected, failedAudit(rejected.code), T0 + 30);
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 31);
+        await expectCode(store.retryFlowerRegistration('n1', retriedAudit, T0 + 32), ErrorCodes.INVALID_ARGUMENT); // revoked
+        await expectNewAudit(head2, ['flower.registration_failed', 'node.revoked']);
+        // revoking a failed registration leaves it failed: nothing is on the SuperLink
+        expect((await store.getNode('n1'))!.flower?.state).toBe('failed');
+      });
+
+      it('revocation marks a registered key unregister-pending in the same transaction; unregistering is audited', async () => {
+        await enroll(store, 'n1');
+        await enrollKeyless('n2');
+        await store.recordFlowerRegistered('n1', BIG, registeredAudit(BIG), T0 + 1);
+        const head = await store.auditHead();
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 100);
+        await store.revokeNode('n2', revokedAudit('n2', 'org-a'), T0 + 100);
+        await expectNewAudit(head, ['node.revoked', 'node.revoked']);
+        expect((await store.getNode('n1'))!.flower).toEqual({ state: 'unregister-pending', flowerNodeId: BIG, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: T0 + 100, since: T0 + 100 });
+        expect((await store.getNode('n2'))!.flower).toBeNull();
+        expect(await store.dueFlowerWork(T0 + 100, 10)).toEqual([
+          { nodeId: 'n1', org: 'org-a', state: 'unregister-pending', flowerPublicKey: 'ecdsa-sha2-nistp256 AAAAn1', flowerNodeId: BIG, attempts: 0 },
+        ]);
+        expect((await store.nodeByFlowerId(BIG))?.id).toBe('n1');
+        // a second revocation changes nothing
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 200);
+        expect((await store.getNode('n1'))!.flower?.since).toBe(T0 + 100);
+
+        expect(await store.recordFlowerRetry('n1', 'unregister-pending', unavailable, T0 + 300, T0 + 101)).toMatchObject({ attempts: 1, nextAttemptAt: T0 + 300 });
+        const head2 = await store.auditHead();
+        const done = await store.recordFlowerUnregistered('n1', null, unregisteredAudit(BIG), T0 + 300);
+        expect(done).toEqual({ state: 'unregistered', flowerNodeId: BIG, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: null, since: T0 + 300 });
+        expect(await store.dueFlowerWork(T0 + 1e9, 10)).toEqual([]);
+        expect(await store.nodeByFlowerId(BIG)).toBeNull();
+        expect(await store.recordFlowerUnregistered('n1', null, unregisteredAudit(BIG), T0 + 301)).toBeNull();
+        const [entry] = await expectNewAudit(head2, ['flower.unregistered']);
+        expect(entry).toMatchObject({ nodeId: 'n1', org: 'org-a', detail: `{"flowerNodeId":"${BIG}"}` });
+      });
+
+      it('a node revoked while pending is unregister-pending without an id; the id found later is recorded', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2');
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 5);
+        await store.revokeNode('n2', revokedAudit('n2', 'org-a'), T0 + 5);
+        expect((await store.getNode('n1'))!.flower).toMatchObject({ state: 'unregister-pending', flowerNodeId: null, nextAttemptAt: T0 + 5 });
+        expect(await store.recordFlowerUnregistered('n1', '77', unregisteredAudit('77'), T0 + 6)).toMatchObject({ state: 'unregistered', flowerNodeId: '77' });
+        expect(await store.recordFlowerUnregistered('n2', null, unregisteredAudit(null), T0 + 6)).toMatchObject({ state: 'unregistered', flowerNodeId: null });
+      });
+
+      it('a registration answered after the node was revoked keeps the id and stays unregister-pending, due at once', async () => {
+        await enroll(store, 'n1');
+        await store.recordFlowerRetry('n1', 'pending', unavailable, T0 + 50, T0 + 1);
+        await store.revokeNode('n1', revokedAudit('n1', 'org-a'), T0 + 10);
+        const head = await store.auditHead();
+        const reg = await store.recordFlowerRegistered('n1', BIG, registeredAudit(BIG), T0 + 20);
+        expect(reg).toEqual({ state: 'unregister-pending', flowerNodeId: BIG, attempts: 0, lastError: null, lastErrorMessage: null, nextAttemptAt: T0 + 20, since: T0 + 20 });
+        await expectNewAudit(head, ['flower.registered']);
+        expect(await store.dueFlowerWork(T0 + 20, 10)).toMatchObject([{ nodeId: 'n1', state: 'unregister-pending', flowerNodeId: BIG }]);
+        // the failure of a call that was in flight for the old state changes nothing now
+        expect(await store.recordFlowerFailed('n1', rejected, failedAudit(rejected.code), T0 + 21)).toBeNull();
+        expect(await store.recordFlowerRetry('n1', 'pending', unavailable, T0 + 99, T0 + 21)).toBeNull();
+        await expectNewAudit(head, ['flower.registered']);
+      });
+
+      it('one Flower node id belongs to one live node (ALREADY_EXISTS, nothing written)', async () => {
+        await enroll(store, 'n1');
+        await enroll(store, 'n2');
+        await store.recordFlowerRegistered('n1', BIG, registeredAudit(BIG), T0 + 1);
+        const head = await store.auditHead();
+        await expectCode(store.recordFlowerRegistered('n2', BIG, registeredAudit(BIG), T0 + 2), ErrorCodes.ALREADY_EXISTS);
+        expect((await store.getNode('n2'))!.flower?.state).toBe('pending');
+        await expectNewAudit(head, []);
+      });
+
+      it('lists due work earliest first, at most limit', async () => {
+        for (const [i, id] of ['a', 'b', 'c'].entries()) await enroll(store, id, 'org-a', T0 + 10 - i);
+        expect((await store.dueFlowerWork(T0 + 10, 10)).map((w) => w.nodeId)).toEqual(['c', 'b', 'a']);
+        expect((await store.dueFlowerWork(T0 + 10, 2)).map((w) => w.nodeId)).toEqual(['c', 'b']);
+        expect((await store.dueFlowerWork(T0 + 9, 10)).map((w) => w.nodeId)).toEqual(['c', 'b']);
       });
     });
 
