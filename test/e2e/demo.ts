@@ -45,17 +45,19 @@ const fed = new Federation({
   },
 });
 
-let stopping = false;
-async function shutdown(code: number): Promise<never> {
-  if (!stopping) {
-    stopping = true;
+// One teardown, whoever asks first (the end of main, a failure, a signal); later callers wait for it.
+let closing: Promise<void> | null = null;
+function shutdown(code: number): void {
+  if (closing === null) {
     process.stdout.write(`\n${stamp()} Stopping everything the demo started...\n`);
-    await fed.close();
-    process.stdout.write(`${stamp()} Stopped. Nothing is left running.\n`);
+    closing = fed.close().then(
+      () => { process.stdout.write(`${stamp()} Stopped. Nothing is left running.\n`); },
+      (e: unknown) => { process.stderr.write(`teardown failed: ${e instanceof Error ? e.message : String(e)}\n`); },
+    );
   }
-  process.exit(code);
+  void closing.then(() => process.exit(code));
 }
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void shutdown(130));
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => shutdown(130));
 
 async function main(): Promise<void> {
   const TOTAL = 6;
@@ -117,7 +119,8 @@ async function main(): Promise<void> {
 }
 
 main().then(() => shutdown(0), (e: unknown) => {
+  if (closing !== null) return; // interrupted: the run was cut short on purpose
   process.stderr.write(`\ndemo failed: ${e instanceof Error ? e.message : String(e)}\n`);
   for (const a of fed.agents) process.stderr.write(`---- last lines of the ${a.org} agent's log\n${a.logs().split('\n').slice(-15).join('\n')}\n`);
-  return shutdown(1);
+  shutdown(1);
 });

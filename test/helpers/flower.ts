@@ -11,11 +11,12 @@ import path from 'node:path';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { REPO, freePorts } from './hub.ts';
 
 // Self-contained on purpose (no import of the hub helpers): the demo and the end-to-end test use
 // this file without loading the hub, and it runs on any Node that runs vitest.
 const run = promisify(execFile);
-export const REPO = path.resolve(import.meta.dirname, '../..');
+export { REPO };
 
 export const FLOWER_VERSION = '1.23.0';
 /** The numpy-only test app (federated linear regression); see its pyproject.toml. */
@@ -329,21 +330,6 @@ function tcpOpen(port: number): Promise<boolean> {
     s.once('timeout', () => { s.destroy(); resolve(false); });
     s.once('error', () => resolve(false));
   });
-}
-
-/** Ports that were free on 127.0.0.1 a moment ago (the usual small race applies). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => resolve(srv));
-  })));
-  const ports = servers.map((srv) => {
-    const a = srv.address();
-    return typeof a === 'object' && a !== null ? a.port : 0;
-  });
-  await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-  return ports;
 }
 
 function tail(s: string, lines = 40): string {
