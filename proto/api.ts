@@ -38,5 +38,8 @@ export interface StatusReport {
 
 export interface StatusAck { serverTimeUnixMs: string }
 
+export interface VpnSecretRequest { ref: string }
+export interface VpnSecretResponse { tlsCryptKey: Buffer }
+
 /** Input shapes (what a client may pass when calling). */
 export type In<T> = { [K in keyof T]?: T[K] extends Buffer ? Buffer | Uint8Array : T[K] extends string ? string | number | bigint : T[K] };
