@@ -78,6 +78,12 @@ export const HubConfigSchema = z.object({
     scanIntervalMs: z.number().int().min(1_000).max(3_600_000).default(30_000),
   }).strict().refine((s) => s.retryCapMs >= s.retryBaseMs, { message: 'retryCapMs must be at least retryBaseMs', path: ['retryCapMs'] })
     .nullable().default(null),
+  /** The cloud's OpenVPN server (docs/vpn.md). */
+  vpn: z.object({
+    /** A copy of the CRL for the OpenVPN server's `crl-verify`, rewritten atomically (mode 0644)
+     *  whenever the hub regenerates the CRL; absolute, or relative to the data dir. null: none. */
+    crlFile: z.string().min(1).max(4096).refine((s) => !s.includes('\0'), 'must not contain NUL').nullable().default(null),
+  }).strict().default({ crlFile: null }),
   enrollment: z.object({
     /** Per IdP subject (or enrollment token) and per source address, in a sliding minute. */
     maxPerSubjectPerMinute: z.number().int().min(1).max(10_000),
@@ -103,6 +109,7 @@ export function defaultHubConfig(federationId: string, hostnames: readonly strin
     limits: { maxMessageBytes: 64 * 1024, rpcTimeoutMs: 10_000 },
     idp: null,
     superlink: null,
+    vpn: { crlFile: null },
     enrollment: { maxPerSubjectPerMinute: 5, maxPerAddressPerMinute: 30 },
   };
 }

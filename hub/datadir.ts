@@ -16,6 +16,8 @@ export interface HubPaths {
   readonly manifestKeysDir: string;
   /** The CRL as a file too, for the OpenVPN server's crl-verify. */
   readonly crlPem: string;
+  /** OpenVPN tls-crypt keys by reference (`<ref>.key`, 0600), handed to agents by GetVpnSecret. */
+  readonly vpnKeysDir: string;
 }
 
 export function hubPaths(dataDir: string, overrides: { readonly config?: string | undefined; readonly db?: string | undefined } = {}): HubPaths {
@@ -32,5 +34,6 @@ export function hubPaths(dataDir: string, overrides: { readonly config?: string 
     serverKey: path.join(d, 'tls', 'server.key'),
     manifestKeysDir: path.join(d, 'keys', 'manifest'),
     crlPem: path.join(d, 'crl', 'crl.pem'),
+    vpnKeysDir: path.join(d, 'vpn', 'tls-crypt'),
   });
 }

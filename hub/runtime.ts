@@ -4,9 +4,12 @@
 // registrar stopped, store flushed).
 import type { FastifyInstance } from 'fastify';
 import * as grpc from '@grpc/grpc-js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { loadHubConfig, type HubConfig } from './config.ts';
 import type { HubPaths } from './datadir.ts';
 import { ErrorCodes } from '../proto/errors.ts';
+import { SepalError } from './errors.ts';
 import { listenOrExplain } from './listen.ts';
 import { AccessTokenVerifier } from './enroll/access-token.ts';
 import { oidcAdminAuthenticator } from './enroll/admin-auth.ts';
@@ -132,6 +135,10 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
     for (const f of undo.reverse()) await f().catch(() => undefined);
   };
   try {
+    const vpnCrl = hub.crl.vpnCopyPath;
+    if (vpnCrl !== null && fs.statSync(path.dirname(vpnCrl), { throwIfNoEntry: false })?.isDirectory() !== true) {
+      throw new SepalError(ErrorCodes.CONFIG_INVALID, `vpn.crlFile: the directory of ${vpnCrl} does not exist`, { detail: { path: 'vpn.crlFile' } });
+    }
     await hub.crl.refresh();
 
     const registrar = startRegistrar(ctx);

@@ -83,6 +83,17 @@ export const ErrorCodes = {
   // supervised children (SuperNode, VPN)
   CHILD_SPAWN_FAILED: 'CHILD_SPAWN_FAILED',
   CHILD_CRASH_LOOP: 'CHILD_CRASH_LOOP',
+  // the VPN (agent side): OpenVPN missing, no TUN device, the server refused this node's
+  // certificate or this node refused the server's, the tls-crypt key could not be had, and the
+  // management interface (unreachable, or it said something that does not parse)
+  VPN_NOT_FOUND: 'VPN_NOT_FOUND',
+  VPN_TUN_UNAVAILABLE: 'VPN_TUN_UNAVAILABLE',
+  VPN_AUTH_FAILED: 'VPN_AUTH_FAILED',
+  VPN_SERVER_UNTRUSTED: 'VPN_SERVER_UNTRUSTED',
+  VPN_SECRET_UNAVAILABLE: 'VPN_SECRET_UNAVAILABLE',
+  VPN_SECRET_INVALID: 'VPN_SECRET_INVALID',
+  VPN_MANAGEMENT_UNAVAILABLE: 'VPN_MANAGEMENT_UNAVAILABLE',
+  VPN_MANAGEMENT_PROTOCOL: 'VPN_MANAGEMENT_PROTOCOL',
   // integrity
   AUDIT_CHAIN_BROKEN: 'AUDIT_CHAIN_BROKEN',
   TIMEOUT: 'TIMEOUT',

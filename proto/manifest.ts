@@ -130,6 +130,12 @@ const supernode = z.strictObject({
 
 const KEY_REF_RE = /^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,255}$/;
 
+/** A `vpn.tlsCryptKeyRef`: what the hub's GetVpnSecret also accepts (no `..` segment, so a ref
+ *  can never name a path outside the key store). */
+export function isTlsCryptKeyRef(s: string): boolean {
+  return KEY_REF_RE.test(s) && !s.split('/').includes('..');
+}
+
 const vpn = z.strictObject({
   remotes: z.array(z.strictObject({
     host,
@@ -137,10 +143,7 @@ const vpn = z.strictObject({
     proto: z.enum(['udp', 'tcp']),
   })).min(1).max(8),
   /** Names the tls-crypt key the agent holds; the key itself never travels in a manifest. */
-  tlsCryptKeyRef: z.string().refine(
-    (s) => KEY_REF_RE.test(s) && !s.split('/').includes('..'),
-    `must match ${KEY_REF_RE.source} without a ".." segment`,
-  ),
+  tlsCryptKeyRef: z.string().refine(isTlsCryptKeyRef, `must match ${KEY_REF_RE.source} without a ".." segment`),
   routes: z.array(z.string().refine(isCidr, 'must be an IPv4 or IPv6 CIDR')).max(64),
   superlinkAddress: hostPort,
 });

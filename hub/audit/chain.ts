@@ -28,6 +28,8 @@ const KNOWN_EVENTS: Readonly<Record<AuditEvent, true>> = {
   'flower.unregistered': true,
   'flower.registration_failed': true,
   'flower.registration_retried': true,
+  'vpn.server_config_written': true,
+  'vpn.secret_fetched': true,
 };
 
 export function isAuditEvent(v: unknown): v is AuditEvent {

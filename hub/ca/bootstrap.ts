@@ -68,7 +68,8 @@ function ipv6Bytes(s: string): Buffer | undefined {
 
 const LABEL_RE = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
-function hostGeneralName(host: string): Buffer {
+/** A SAN GeneralName for a DNS name or an IP literal; CONFIG_INVALID when it is neither. */
+export function hostGeneralName(host: string): Buffer {
   if (net.isIPv4(host)) return ipName(Buffer.from(host.split('.').map(Number)));
   if (host.includes(':')) {
     const bytes = ipv6Bytes(host);

@@ -9,6 +9,7 @@ import { cmdManifest } from './manifest.ts';
 import { cmdKeys } from './keys.ts';
 import { cmdAudit } from './audit.ts';
 import { cmdToken } from './token.ts';
+import { cmdVpn } from './vpn.ts';
 import { VERSION } from '../version.ts';
 
 const HELP = `sepal-hub ${VERSION} — certificate authority, manifest signer and agent API for Flower federations
@@ -17,7 +18,8 @@ Usage:
   sepal-hub init --data-dir DIR --hostname NAME[,NAME...] [--federation-id ID]
                  [--grpc-listen HOST:PORT] [--https-listen HOST:PORT]
                  [--grpc-public-addr HOST:PORT] [--public-url URL] [--leaf-lifetime 24h]
-  sepal-hub serve --data-dir DIR [--grpc-addr HOST:PORT] [--https-addr HOST:PORT] [--log-level LEVEL]
+  sepal-hub serve --data-dir DIR [--grpc-addr HOST:PORT] [--https-addr HOST:PORT] [--vpn-crl-file PATH]
+                  [--log-level LEVEL]
   sepal-hub node list --data-dir DIR [--org ORG] [--json]
   sepal-hub node show ID --data-dir DIR [--json]
   sepal-hub node revoke ID --data-dir DIR
@@ -29,6 +31,9 @@ Usage:
   sepal-hub keys rotate --data-dir DIR
   sepal-hub keys list --data-dir DIR [--json]
   sepal-hub audit verify --data-dir DIR [--json]
+  sepal-hub vpn server-config --data-dir DIR --out DIR --name NAME[,NAME...] [--port 1194] [--proto udp|tcp]
+                 [--network 10.8.0.0/24] [--push-route CIDR ...] [--key-ref default] [--csr FILE]
+                 [--install-dir /etc/openvpn/server/sepal] [--cert-lifetime 365d] [--json]
 
 Every command also takes --config FILE and --db FILE to place those outside the data dir.
 Exit codes: 0 success, 1 error (printed as "error CODE: message"), 2 usage error.
@@ -45,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'keys': return await cmdKeys(rest);
       case 'audit': return await cmdAudit(rest);
       case 'token': return await cmdToken(rest);
+      case 'vpn': return await cmdVpn(rest);
       case '--version': case 'version':
         process.stdout.write(`${VERSION}\n`);
         return 0;

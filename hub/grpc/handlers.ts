@@ -1,8 +1,14 @@
 // The AgentApi handlers. Each one decodes its request at the edge, proves the caller from its
 // verified client certificate (never from the request), and answers with a coded error otherwise.
 import type * as grpc from '@grpc/grpc-js';
-import type { EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchManifestRequest } from '../../proto/api.ts';
+import { decodeJwt } from 'jose';
+import type {
+  EnrollRequest, ManifestEnvelope, RenewRequest, RenewResponse, StatusAck, StatusReport, VpnSecretRequest, VpnSecretResponse, WatchManifestRequest,
+} from '../../proto/api.ts';
 import { ErrorCodes, type ErrorCode } from '../../proto/errors.ts';
+import { isTlsCryptKeyRef } from '../../proto/manifest.ts';
+import { RateLimiter } from '../enroll/rate-limit.ts';
+import { readTlsCryptKey } from '../vpn/tls-crypt-keys.ts';
 import { SepalError } from '../errors.ts';
 import type { HubContext, PeerIdentity } from '../service/context.ts';
 import { toWireCredentials } from './credentials.ts';
@@ -15,6 +21,16 @@ import { oversizedLength } from './limits.ts';
 
 const MAX_CSR_BYTES = 16 * 1024;
 const MAX_STATUS_JSON = 32 * 1024;
+/** GetVpnSecret calls per node and minute: an agent fetches at start and on a manifest change. */
+const VPN_SECRET_PER_MINUTE = 10;
+
+/** The tls-crypt key reference of the node's latest manifest (the hub signed it: no verification
+ *  needed to read it back), or null when that manifest has no VPN section. */
+function manifestKeyRef(jws: string): string | null {
+  const claims = decodeJwt(jws) as { manifest?: { vpn?: { tlsCryptKeyRef?: unknown } } };
+  const ref = claims.manifest?.vpn?.tlsCryptKeyRef;
+  return typeof ref === 'string' ? ref : null;
+}
 
 export interface HandlerDeps {
   readonly ctx: HubContext;
@@ -138,10 +154,41 @@ export function buildHandlers(deps: HandlerDeps): grpc.UntypedServiceImplementat
     });
   };
 
+  // The tls-crypt key a node's manifest names. Only for a proven, unrevoked node, only the key its
+  // own latest manifest names (organisations may have keys of their own), audited without the key.
+  const vpnSecretLimiter = new RateLimiter(VPN_SECRET_PER_MINUTE, 60_000, ctx.clock);
+  const GetVpnSecret = unary<VpnSecretRequest, VpnSecretResponse>(deps, async (call) => {
+    const id = await authenticate(deps, call);
+    const ref: unknown = call.request.ref;
+    const refuse = async (code: ErrorCode, message: string, detail: Record<string, unknown>): Promise<never> => {
+      await recordDenial(ctx, code, `node:${id.nodeId}`, { rpc: 'GetVpnSecret', ...detail }, id);
+      throw new SepalError(code, message);
+    };
+    if (!vpnSecretLimiter.take(id.nodeId)) return refuse(ErrorCodes.RATE_LIMITED, `at most ${VPN_SECRET_PER_MINUTE} VPN secret requests a minute`, {});
+    if (typeof ref !== 'string' || !isTlsCryptKeyRef(ref)) {
+      return refuse(ErrorCodes.INVALID_ARGUMENT, 'ref is not a valid tls-crypt key reference', { ref: JSON.stringify(ref).slice(0, 300) });
+    }
+    let text: string | null;
+    try {
+      text = readTlsCryptKey(ctx.paths.vpnKeysDir, ref);
+    } catch (e) {
+      if (e instanceof SepalError && e.code === ErrorCodes.INVALID_ARGUMENT) return refuse(e.code, e.message, { ref });
+      throw e;
+    }
+    if (text === null) return refuse(ErrorCodes.NOT_FOUND, `the hub has no tls-crypt key "${ref}"`, { ref });
+    const latest = await ctx.store.latestManifest(id.nodeId);
+    if (latest === null || manifestKeyRef(latest.jws) !== ref) {
+      return refuse(ErrorCodes.PERMISSION_DENIED, `the node's manifest does not name the tls-crypt key "${ref}"`, { ref });
+    }
+    await ctx.store.appendAudit({ event: 'vpn.secret_fetched', actor: `node:${id.nodeId}`, nodeId: id.nodeId, org: id.org, detail: { ref } }, ctx.clock());
+    ctx.log.info({ event: 'vpn.secret_fetched', nodeId: id.nodeId, ref }, 'tls-crypt key handed to a node');
+    return { tlsCryptKey: Buffer.from(text) };
+  });
+
   const Enroll = unary<EnrollRequest, unknown>(deps, async (call) => {
     if (deps.enroll === undefined) throw new SepalError(ErrorCodes.ENROLLMENT_UNAVAILABLE, 'enrollment is not configured on this hub');
     return deps.enroll(call.request, call.getPeer());
   });
 
-  return { Enroll, Renew, WatchManifest, ReportStatus };
+  return { Enroll, Renew, WatchManifest, ReportStatus, GetVpnSecret };
 }

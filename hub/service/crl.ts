@@ -1,5 +1,6 @@
-// The CRL: signed by the issuing CA, served over HTTPS and written to the data dir for the
-// OpenVPN server's crl-verify. Regenerated on every revocation and before nextUpdate.
+// The CRL: signed by the issuing CA, served over HTTPS, written to the data dir and (config
+// vpn.crlFile) to where the OpenVPN server's crl-verify reads it. Regenerated on every revocation
+// and before nextUpdate.
 //
 // Several processes share a data dir (the server and admin commands), and each may regenerate.
 // A lock file serialises "read the revoked list, sign, write": whoever takes the lock after a
@@ -72,11 +73,31 @@ export class CrlPublisher {
       });
       const snap: CrlSnapshot = { der, pem: crlToPem(der) };
       writeFileAtomicSync(file, snap.pem, 0o644);
+      this.#writeVpnCopy(snap.pem);
       this.#thisUpdate = thisUpdate;
       this.#nextUpdate = nextUpdate;
       ctx.metrics.crlNextUpdate.set(nextUpdate / 1000);
       return snap;
     });
+  }
+
+  /** Where the OpenVPN server's copy goes (config vpn.crlFile, resolved), or null. */
+  get vpnCopyPath(): string | null {
+    const f = this.#ctx.config.vpn.crlFile;
+    return f === null ? null : path.resolve(this.#ctx.paths.dataDir, f);
+  }
+
+  /** The OpenVPN server's copy, written under the same lock so it is never older than the data
+   *  dir's. A failure is logged, not thrown: the revocation is committed and the hub's own CRL is
+   *  right; the next regeneration (at the latest at half-life) tries again. */
+  #writeVpnCopy(pem: string): void {
+    const file = this.vpnCopyPath;
+    if (file === null) return;
+    try {
+      writeFileAtomicSync(file, pem, 0o644);
+    } catch (err) {
+      this.#ctx.log.error({ err, event: 'crl.vpn_copy_failed', file }, 'could not write the CRL copy for the OpenVPN server');
+    }
   }
 
   /** The CRL as the data dir holds it now (whoever wrote it last), regenerated when missing. */

@@ -116,7 +116,9 @@ export type AuditEvent =
   | 'flower.registered'
   | 'flower.unregistered'
   | 'flower.registration_failed'
-  | 'flower.registration_retried';
+  | 'flower.registration_retried'
+  | 'vpn.server_config_written'
+  | 'vpn.secret_fetched';
 
 /** What a caller asks to append; seq, time and hashes are filled in by the store. */
 export interface AuditInput {
