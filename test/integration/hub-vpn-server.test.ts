@@ -225,6 +225,24 @@ describe.skipIf(why !== null)('OpenVPN server from `sepal-hub vpn server-config`
     await c.stop();
   });
 
+  it('refuses a node-shaped certificate from another CA', async () => {
+    // A CA that is not the federation's, and a client certificate from it that looks like a node's.
+    const d = path.join(work, 'foreign-ca');
+    fs.mkdirSync(d, { mode: 0o700 });
+    const ossl = (args: string[]) => execFileSync('openssl', args, { cwd: d, stdio: 'pipe' });
+    ossl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=Foreign CA (test material)', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    ossl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'node.key', '-out', 'node.csr', '-subj', '/O=org-a/CN=n-0123456789abcdef']);
+    fs.writeFileSync(path.join(d, 'ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n');
+    ossl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'ext', '-out', 'node.crt']);
+    const node = await enrollTestNode(hub, 'org-a');
+    const dir = clientDir('foreign', { certPem: fs.readFileSync(path.join(d, 'node.crt'), 'utf8'), keyPem: fs.readFileSync(path.join(d, 'node.key'), 'utf8'), tlsCrypt: await fetchKey(node) });
+    const at = server.mark();
+    const c = startClient(dir);
+    await server.waitFor(/VERIFY ERROR: depth=0, error=unable to get local issuer certificate: O=org-a, CN=n-0123456789abcdef/, at);
+    expect(c.output()).not.toMatch(/Initialization Sequence Completed/);
+    await c.stop();
+  });
+
   it('drops packets with a wrong tls-crypt key before any TLS', async () => {
     const node = await enrollTestNode(hub, 'org-a');
     await fetchKey(node);
