@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AgentError, ErrorCodes } from '../errors.ts';
 import type { SupernodeConfig } from '../reconcile/steps.ts';
+import { isUnclean, type ExitInfo } from '../supervise/policy.ts';
 
 /** The SuperNode's ClientAppIo API when the manifest names none: loopback, Flower's own port. */
 export const DEFAULT_CLIENTAPPIO_ADDRESS = '127.0.0.1:9094';
@@ -49,6 +50,21 @@ export function dialectFor(version: string): FlowerDialect {
       { detail: { version } });
   }
   return d;
+}
+
+/** A SuperNode run at least this long had time to be activated by the SuperLink (a refused start
+ *  — key not registered yet, or refused inside the window — exits within ~2 s, measured 0.7-1.6 s). */
+export const ACTIVATED_AFTER_MS = 5000;
+
+/**
+ * The supervisor's holdoff for a SuperNode: after an unclean end of a run that was (probably)
+ * activated, the SuperLink still counts the node online and refuses its key until the node's
+ * deadline passes, so the next start waits `holdoffMs`. A start that failed at once was never
+ * activated and leaves nothing to wait out: it is retried with the ordinary backoff (a node whose
+ * key the hub registers a moment later is up seconds later, not a minute).
+ */
+export function supernodeRestartHoldoff(holdoffMs: number): (exit: ExitInfo) => number {
+  return (exit) => (isUnclean(exit.reason) && exit.uptimeMs >= ACTIVATED_AFTER_MS ? holdoffMs : 0);
 }
 
 /** Resolves an executable name on PATH (or checks an absolute path); null when not found. */

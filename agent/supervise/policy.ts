@@ -85,9 +85,12 @@ export function restartDelay(attempt: number, crashLoop: boolean, backoff: Backo
 
 export type WaitReason = 'backoff' | 'holdoff' | 'crash-loop';
 
-/** When to start again and what the wait is called: the holdoff wins when it ends later. */
+/** When to start again (the later of the backoff delay and the holdoff) and what the wait is
+ *  called: a crash loop is always called so, whichever of the two is longer — it is the state an
+ *  operator alerts on; otherwise the longer wait names it. */
 export function nextStart(now: number, delayMs: number, holdoffUntil: number, crashLoop: boolean): { at: number; reason: WaitReason } {
   const afterDelay = now + delayMs;
-  if (holdoffUntil > afterDelay) return { at: holdoffUntil, reason: 'holdoff' };
-  return { at: afterDelay, reason: crashLoop ? 'crash-loop' : 'backoff' };
+  const at = Math.max(afterDelay, holdoffUntil);
+  if (crashLoop) return { at, reason: 'crash-loop' };
+  return { at, reason: holdoffUntil > afterDelay ? 'holdoff' : 'backoff' };
 }

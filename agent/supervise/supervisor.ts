@@ -498,7 +498,7 @@ export class ChildSupervisor {
     const loop = isCrashLoop(this.#exits, this.#crashLoopOpts);
     if (loop && !this.#crashLoop) {
       this.#log.error({ event: 'child.crash_loop', child: this.#name, exits: this.#exits.length, windowMs: this.#crashLoopOpts.windowMs, code: ErrorCodes.CHILD_CRASH_LOOP },
-        `${this.#name}: crash loop, retrying every ${this.#backoff.capMs} ms at most`);
+        `${this.#name}: crash loop, retrying every ${Math.round(this.#backoff.capMs / 2000)}-${Math.round(this.#backoff.capMs / 1000)} s (or after the holdoff, when longer)`);
     }
     this.#crashLoop = loop;
     const delay = restartDelay(this.#attempt, loop, this.#backoff, this.#clock.random());

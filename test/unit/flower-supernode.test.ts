@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_CLIENTAPPIO_ADDRESS, detectFlower, dialectFor, nodeConfigToml, supernodeArgv, type FlowerInstall } from '../../agent/flower/supernode.ts';
+import { DEFAULT_CLIENTAPPIO_ADDRESS, detectFlower, dialectFor, nodeConfigToml, supernodeArgv, supernodeRestartHoldoff, type FlowerInstall } from '../../agent/flower/supernode.ts';
+import type { ExitInfo } from '../../agent/supervise/policy.ts';
 import { isAgentError, ErrorCodes } from '../../agent/errors.ts';
 import type { SupernodeConfig } from '../../agent/reconcile/steps.ts';
 
@@ -123,5 +124,22 @@ describe('nodeConfigToml', () => {
       datasets: [{ name: 'a', path: '/data/a.npz' }, { name: 'b', path: '/data/b.npz' }],
     }));
     expect(got).toEqual({ 'dataset.a': '/data/a.npz', 'dataset.b': '/explicit' });
+  });
+});
+
+describe('supernodeRestartHoldoff', () => {
+  const holdoff = supernodeRestartHoldoff(65_000);
+  const exit = (reason: ExitInfo['reason'], uptimeMs: number): ExitInfo => ({ code: reason === 'error' ? 1 : null, signal: reason === 'signal' ? 'SIGKILL' : null, at: 0, reason, uptimeMs });
+
+  it('waits out the SuperLink\'s window after an activated run ended uncleanly', () => {
+    expect(holdoff(exit('signal', 3_600_000))).toBe(65_000);
+    expect(holdoff(exit('error', 30_000))).toBe(65_000);
+    expect(holdoff(exit('killed', 60_000))).toBe(65_000);
+  });
+
+  it('does not hold off after a start refused at once, a clean exit or a stop', () => {
+    expect(holdoff(exit('error', 1_200))).toBe(0); // "No SuperNode found with the given public key"
+    expect(holdoff(exit('exit', 3_600_000))).toBe(0);
+    expect(holdoff(exit('stopped', 3_600_000))).toBe(0);
   });
 });
