@@ -101,7 +101,7 @@ async function main(): Promise<void> {
 
   step(5, TOTAL, 'Status');
   const final = await fed.hubNodes();
-  const rows = [['organisation', 'sepal node', 'flower node', 'cert expires in', 'renewals (run)', 'supernode', 'last seen']];
+  const rows = [['organisation', 'sepal node', 'flower node', 'cert expires in', 'renewals (run)', 'supernode', 'hub state']];
   for (const a of fed.agents) {
     const n = final.find((x) => x.id === a.nodeId);
     const st = fed.status(a);
