@@ -107,6 +107,9 @@ export const AgentConfigSchema = z.strictObject({
   }).prefault({}).meta({ description: 'The Flower SuperNode child process.' }),
   openvpn: z.strictObject({
     command: option(executable, 'openvpn', 'The OpenVPN 2.6 executable: a name looked up on PATH or an absolute path.', 'executable'),
+    stopGraceMs: option(ms(100, 300_000), 5000, 'On stop: SIGTERM to OpenVPN\'s process group, SIGKILL after this long.'),
+    connectWaitMs: option(ms(0, 600_000), 30_000,
+      'How long starting the VPN waits for the tunnel before the SuperNode is started anyway (OpenVPN keeps trying); 0: no wait.'),
   }).prefault({}).meta({ description: 'The OpenVPN client child process.' }),
 });
 

@@ -5,7 +5,7 @@
 // stopping -> stopped. The hub being away is 'degraded': the last good manifest keeps running.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ManifestEnvelope, StatusReport } from '../../proto/api.ts';
+import type { ManifestEnvelope, StatusReport, VpnSecretResponse } from '../../proto/api.ts';
 import type { AgentConfig } from '../config.ts';
 import { createHubRenew } from '../credentials/hub-renew.ts';
 import type { CurrentIdentity } from '../credentials/identity.ts';
@@ -27,6 +27,7 @@ import { AgentMetrics } from '../metrics/registry.ts';
 import { buildMetricsServer, listenMetrics } from '../metrics/server.ts';
 import { ApplyRunner, type ApplyResult } from '../reconcile/runner.ts';
 import { systemClock, type Clock, type Timer } from '../runtime/clock.ts';
+import type { VpnEvent } from '../vpn/runtime.ts';
 import { NodeRuntime } from './executors.ts';
 
 export type DaemonState = 'starting' | 'running' | 'degraded' | 'revoked' | 'stopping' | 'stopped';
@@ -43,8 +44,10 @@ export interface ChildStatus {
   readonly state: string;
   readonly pid?: number;
   readonly restarts?: number;
-  /** Coded reason it is not up (CHILD_CRASH_LOOP, CHILD_SPAWN_FAILED, FLOWER_NOT_FOUND...). */
+  /** Coded reason it is not up (CHILD_CRASH_LOOP, CHILD_SPAWN_FAILED, FLOWER_NOT_FOUND, VPN_AUTH_FAILED...). */
   readonly error?: string;
+  /** The VPN's tunnel state from OpenVPN ('connected', 'reconnecting', 'wait'...). */
+  readonly tunnel?: string;
   readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly reason: string; readonly at: string };
 }
 
@@ -88,7 +91,7 @@ export class AgentDaemon {
   #gate: ManifestGate | null = null;
   #runner: ApplyRunner | null = null;
   #runtime: NodeRuntime | null = null;
-  #restartsSeen = 0;
+  readonly #restartsSeen: Record<string, number> = {};
   #http: Awaited<ReturnType<typeof buildMetricsServer>> | null = null;
   #metricsAddr: string | null = null;
   #facts: StatusReport['facts'] = null;
@@ -187,6 +190,11 @@ export class AgentDaemon {
       stateDir: this.#paths.root,
       flowerKeyPath: path.join(this.#paths.identity, IDENTITY_FILES.flowerKey),
       supernode: cfg.supernode,
+      runtimeDir: cfg.runtimeDir,
+      openvpn: cfg.openvpn,
+      identity: () => this.#identity,
+      fetchVpnSecret: async (ref) => (await connection.unary<VpnSecretResponse>('GetVpnSecret', { ref }, cfg.hub.rpcDeadlineMs)).tlsCryptKey,
+      onVpnEvent: (e) => this.#onVpnEvent(e),
       clock: this.#clock,
       log: this.#log,
       onChange: () => this.#childrenChanged(),
@@ -241,7 +249,8 @@ export class AgentDaemon {
     this.#log.info({ event: 'agent.started', nodeId: node.nodeId, org: node.org, hub: node.grpcAddress, metrics: this.#metricsAddr }, 'agent started');
   }
 
-  /** Enrolled, certificate valid, manifest applied (children are not supervised in this version). */
+  /** Enrolled, certificate valid, manifest applied, and every child the manifest runs up: the
+   *  SuperNode running, and the VPN (when the manifest has one) connected. */
   readiness(): { ready: boolean; checks: Record<string, boolean> } {
     const now = this.#clock.now();
     const id = this.#identity;
@@ -249,11 +258,37 @@ export class AgentDaemon {
       enrolled: id !== null,
       certValid: id !== null && now < id.notAfter && this.#state !== 'revoked',
       manifestApplied: this.#lastApply?.status === 'applied',
-      // Every child the applied manifest runs is up (the VPN is not run by this version).
-      childrenUp: this.#runtime !== null && this.#runtime.observe().supernode.running && this.#runtime.children.supernode.state === 'running',
+      childrenUp: this.#childrenUp(),
     };
     const ready = Object.values(checks).every(Boolean);
     return { ready, checks };
+  }
+
+  #childrenUp(): boolean {
+    const rt = this.#runtime;
+    if (rt === null) return false;
+    const observed = rt.observe();
+    const supernode = observed.supernode.running && rt.children.supernode.state === 'running';
+    // A VPN is wanted exactly while it is configured and running (a manifest without one stops it).
+    const vpn = !observed.vpn.running || rt.children.vpn.tunnel === 'connected';
+    return supernode && vpn;
+  }
+
+  #onVpnEvent(e: VpnEvent): void {
+    switch (e.type) {
+      case 'tunnel':
+        this.metrics.setVpnUp(e.state === 'CONNECTED');
+        break;
+      case 'connected':
+        this.metrics.setVpnLastConnected(e.at);
+        break;
+      case 'bytes':
+        this.metrics.setVpnBytes({ received: e.received, sent: e.sent });
+        break;
+      case 'reconnected':
+        this.metrics.setVpnReconnectGap(e.gapMs);
+        break;
+    }
   }
 
   #startTick(): void {
@@ -299,6 +334,10 @@ export class AgentDaemon {
     this.#connection?.swap(tlsIdentity(id));
     this.#stream?.restart();
     this.#log.info({ event: 'hub.connection_swapped', serial: id.serial }, 'hub connection now presents the renewed certificate');
+    // The VPN presents the node certificate too: new files, then a reconnect (the gap is measured).
+    this.#runtime?.rotated().catch((e: unknown) => {
+      this.#log.error({ event: 'vpn.rotation_failed', err: e }, 'could not hand the renewed certificate to the VPN');
+    });
     this.#changed();
   }
 
@@ -370,8 +409,11 @@ export class AgentDaemon {
       this.metrics.setChildUp(child, view.state === 'running');
       if (view.lastExit !== null) this.metrics.setChildLastExit(child, view.lastExit.code ?? -1, view.lastExit.at);
     }
-    const restarts = rt.children.supernode.restarts;
-    for (; this.#restartsSeen < restarts; this.#restartsSeen++) this.metrics.childRestarted('supernode');
+    for (const [child, view] of Object.entries(rt.children)) {
+      let seen = this.#restartsSeen[child] ?? 0;
+      for (; seen < view.restarts; seen++) this.metrics.childRestarted(child);
+      this.#restartsSeen[child] = seen;
+    }
     this.metrics.setReady(this.readiness().ready);
     this.#changed();
   }
@@ -396,7 +438,7 @@ export class AgentDaemon {
     return {
       ready: this.readiness().ready,
       supernodeState: this.#runtime?.children.supernode.state ?? 'not-configured',
-      vpnState: this.#runtime?.children.vpn.state ?? 'not-configured',
+      vpnState: this.#vpnState(),
       manifestVersion: String(this.#gate?.version ?? 0),
       facts: this.#facts,
       rejectedManifests: this.#rejected.splice(0),
@@ -405,8 +447,16 @@ export class AgentDaemon {
         rotation: this.#rotator?.state ?? null,
         flower: this.#runtime?.flower?.version ?? null,
         supernode: this.#childDetail('supernode'),
+        vpn: this.#childDetail('vpn'),
       }),
     };
+  }
+
+  /** The tunnel state while OpenVPN runs ('connected', 'reconnecting'...), else the child's. */
+  #vpnState(): string {
+    const v = this.#runtime?.children.vpn;
+    if (v === undefined) return 'not-configured';
+    return (v.state === 'running' || v.state === 'starting') && v.tunnel !== null ? v.tunnel : v.state;
   }
 
   #childDetail(child: 'supernode' | 'vpn'): ChildStatus {
@@ -417,6 +467,7 @@ export class AgentDaemon {
       ...(v.pid !== null ? { pid: v.pid } : {}),
       restarts: v.restarts,
       ...(v.errorCode !== null ? { error: v.errorCode } : {}),
+      ...(v.tunnel !== null ? { tunnel: v.tunnel } : {}),
       ...(v.lastExit !== null ? { lastExit: { code: v.lastExit.code, signal: v.lastExit.signal, reason: v.lastExit.reason, at: new Date(v.lastExit.at).toISOString() } } : {}),
     };
   }

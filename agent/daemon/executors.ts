@@ -2,8 +2,8 @@
 // (path present, sha256 when the manifest gives one: a mismatch blocks the SuperNode and is a
 // security event). The SuperNode runs under a ChildSupervisor with the argv the Flower adapter
 // builds from the manifest; its inputs (SuperLink CA, node config) are files under
-// <stateDir>/supernode, rewritten atomically before each (re)start. The VPN is not run yet (issue
-// 6): its steps record the configuration and it shows as 'not-managed'.
+// <stateDir>/supernode, rewritten atomically before each (re)start. The VPN (agent/vpn/runtime.ts)
+// runs OpenVPN under a supervisor of its own; its state comes from OpenVPN's management interface.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,14 +14,15 @@ import type { Logger } from '../log.ts';
 import type { Clock } from '../runtime/clock.ts';
 import { writeFileAtomicSync } from '../fsutil.ts';
 import { ChildSupervisor, type ChildSpec, type ExitInfo, type SupervisorStatus } from '../supervise/supervisor.ts';
-import { detectFlower, flowerEnv, nodeConfigToml, supernodeArgv, type FlowerInstall } from '../flower/supernode.ts';
+import { detectFlower, flowerEnv, nodeConfigToml, supernodeArgv, supernodeRestartHoldoff, type FlowerInstall } from '../flower/supernode.ts';
+import { VpnRuntime, type VpnEvent, type VpnIdentity } from '../vpn/runtime.ts';
 
 export type ChildName = 'supernode' | 'vpn';
 
-/** A supervisor state, or: 'not-configured' (no manifest asks for the child), 'not-managed' (the
- *  VPN: configuration recorded, not run by this version), 'failed' (could not be started at all:
- *  Flower missing or unsupported; retried with the manifest). */
-export type ChildStateName = SupervisorStatus['state'] | 'not-configured' | 'not-managed' | 'failed';
+/** A supervisor state, or: 'not-configured' (no manifest asks for the child), 'failed' (could not
+ *  be started at all: Flower or OpenVPN missing, Flower unsupported, no TUN device; retried with
+ *  the manifest). */
+export type ChildStateName = SupervisorStatus['state'] | 'not-configured' | 'failed';
 
 export interface ChildView {
   readonly state: ChildStateName;
@@ -29,13 +30,16 @@ export interface ChildView {
   readonly pid: number | null;
   readonly restarts: number;
   readonly lastExit: ExitInfo | null;
-  /** Coded reason when the child is not up: CHILD_SPAWN_FAILED, CHILD_CRASH_LOOP, FLOWER_*. */
+  /** Coded reason when the child is not up: CHILD_SPAWN_FAILED, CHILD_CRASH_LOOP, FLOWER_*, VPN_*. */
   readonly errorCode: string | null;
   readonly crashLoop: boolean;
+  /** The VPN's tunnel state from OpenVPN's management interface, lower case ('connected',
+   *  'reconnecting'...); null when unknown and always for the SuperNode. */
+  readonly tunnel: string | null;
 }
 
 const idle = (state: ChildStateName = 'not-configured'): ChildView =>
-  ({ state, configHash: null, pid: null, restarts: 0, lastExit: null, errorCode: null, crashLoop: false });
+  ({ state, configHash: null, pid: null, restarts: 0, lastExit: null, errorCode: null, crashLoop: false, tunnel: null });
 
 export interface NodeRuntimeOptions {
   readonly stateDir: string;
@@ -47,6 +51,21 @@ export interface NodeRuntimeOptions {
     /** null: the Flower version's own (the SuperLink's refusal window after an unclean exit). */
     readonly uncleanExitHoldoffMs: number | null;
   };
+  /** Sockets (OpenVPN's management socket); distinct per agent on one host. */
+  readonly runtimeDir: string;
+  readonly openvpn: {
+    readonly command: string;
+    readonly stopGraceMs: number;
+    readonly connectWaitMs: number;
+  };
+  /** The node's current TLS identity (the VPN presents it too); null before enrollment. */
+  readonly identity: () => VpnIdentity | null;
+  /** GetVpnSecret over the hub connection. */
+  readonly fetchVpnSecret: (ref: string) => Promise<Uint8Array>;
+  /** Tunnel state, bytes, connects and reconnect gaps, for metrics. */
+  readonly onVpnEvent?: (e: VpnEvent) => void;
+  /** The TUN device checked before OpenVPN starts (tests); default /dev/net/tun on Linux. */
+  readonly tunDevice?: string | null;
   readonly clock: Clock;
   readonly log: Logger;
   readonly env?: NodeJS.ProcessEnv;
@@ -71,21 +90,37 @@ export class NodeRuntime {
   #supernode: ChildSupervisor | null = null;
   #supernodeHash: string | null = null;
   #install: FlowerInstall | null = null;
+  readonly vpn: VpnRuntime;
 
   constructor(opts: NodeRuntimeOptions) {
     this.#opts = opts;
+    this.vpn = new VpnRuntime({
+      stateDir: opts.stateDir,
+      runtimeDir: opts.runtimeDir,
+      command: opts.openvpn.command,
+      stopGraceMs: opts.openvpn.stopGraceMs,
+      connectWaitMs: opts.openvpn.connectWaitMs,
+      clock: opts.clock,
+      log: opts.log,
+      ...(opts.env === undefined ? {} : { env: opts.env }),
+      ...(opts.tunDevice === undefined ? {} : { tunDevice: opts.tunDevice }),
+      ...(opts.onVpnEvent === undefined ? {} : { onEvent: opts.onVpnEvent }),
+      identity: opts.identity,
+      fetchSecret: opts.fetchVpnSecret,
+      onChange: () => this.#syncVpn(),
+    });
   }
 
-  /** What the planner compares with the manifest. A supervised SuperNode counts as running while
-   *  the supervisor keeps it up (also during a backoff or crash loop: it is retrying, and a new
-   *  plan would change nothing); the recorded VPN while it is configured. */
+  /** What the planner compares with the manifest. A supervised child counts as running while its
+   *  supervisor keeps it up (also during a backoff or crash loop: it is retrying, and a new plan
+   *  would change nothing). */
   observe(): NodeRuntimeState {
     const sn = this.#supernode;
     const snRunning = sn !== null && sn.status().state !== 'stopped';
-    const vpn = this.children.vpn;
+    const vpnRunning = this.vpn.running;
     return {
       supernode: { running: snRunning, configHash: snRunning ? this.#supernodeHash : null },
-      vpn: { running: vpn.state === 'not-managed', configHash: vpn.configHash },
+      vpn: { running: vpnRunning, configHash: vpnRunning ? this.vpn.view().configHash : null },
       datasets: { ...this.datasets },
     };
   }
@@ -95,17 +130,19 @@ export class NodeRuntime {
     return this.#install;
   }
 
-  /** Stops the SuperNode (SIGTERM, then SIGKILL after the grace); resolves when it is gone. */
+  /** Stops the SuperNode, then the VPN (SIGTERM, then SIGKILL after the grace); resolves when
+   *  both are gone. */
   async close(): Promise<void> {
     await this.#supernode?.stop();
+    await this.vpn.close();
+  }
+
+  /** A renewed node certificate: the VPN reconnects with it (the SuperNode does not use it). */
+  async rotated(): Promise<void> {
+    await this.vpn.rotated();
   }
 
   executors(): Executors {
-    const record = (child: ChildName, configHash: string | null, state: ChildStateName) => {
-      this.children[child] = { ...idle(state), configHash };
-      this.#opts.onChange();
-      return Promise.resolve();
-    };
     return {
       'verify-dataset': async (step, signal) => {
         const st = fs.statSync(step.path, { throwIfNoEntry: false });
@@ -124,10 +161,10 @@ export class NodeRuntime {
         }
         this.datasets[step.name] = { path: step.path, verifiedSha256: step.sha256 ?? null };
       },
-      'write-vpn-config': (step) => record('vpn', step.configHash, 'not-managed'),
-      'start-vpn': (step) => record('vpn', step.configHash, 'not-managed'),
-      'restart-vpn': (step) => record('vpn', step.configHash, 'not-managed'),
-      'stop-vpn': () => record('vpn', null, 'stopped'),
+      'write-vpn-config': (step, signal) => this.vpn.configure(step.configHash, step.vpn, signal),
+      'start-vpn': (step, signal) => this.vpn.start(step.configHash, signal),
+      'restart-vpn': (step, signal) => this.vpn.start(step.configHash, signal),
+      'stop-vpn': () => this.vpn.stop(),
       'start-supernode': (step) => this.#runSupernode(step.configHash, step.config),
       'restart-supernode': (step) => this.#runSupernode(step.configHash, step.config),
       'stop-supernode': async () => {
@@ -161,7 +198,7 @@ export class NodeRuntime {
       const sup = new ChildSupervisor({
         name: 'supernode', spec, clock: o.clock, log: o.log,
         stopGraceMs: o.supernode.stopGraceMs,
-        uncleanExitHoldoffMs: holdoffMs,
+        restartHoldoffMs: supernodeRestartHoldoff(holdoffMs),
       });
       sup.onChange(() => this.#syncSupernode());
       this.#supernode = sup;
@@ -206,8 +243,27 @@ export class NodeRuntime {
       lastExit: s.lastExit,
       errorCode: s.error?.code ?? null,
       crashLoop: s.crashLoop,
+      tunnel: null,
     };
     const c = this.children.supernode;
     if (prev.state !== c.state || prev.restarts !== c.restarts || prev.lastExit !== c.lastExit || prev.errorCode !== c.errorCode) this.#opts.onChange();
+  }
+
+  #syncVpn(): void {
+    const v = this.vpn.view();
+    const prev = this.children.vpn;
+    const next: ChildView = {
+      state: v.state,
+      configHash: v.configHash,
+      pid: v.pid,
+      restarts: v.restarts,
+      lastExit: v.lastExit,
+      errorCode: v.errorCode,
+      crashLoop: v.crashLoop,
+      tunnel: v.tunnel === null ? null : v.tunnel.toLowerCase(),
+    };
+    this.children.vpn = next;
+    if (prev.state !== next.state || prev.restarts !== next.restarts || prev.lastExit !== next.lastExit || prev.errorCode !== next.errorCode
+      || prev.tunnel !== next.tunnel || prev.pid !== next.pid || prev.configHash !== next.configHash) this.#opts.onChange();
   }
 }

@@ -78,6 +78,7 @@ export class AgentMetrics {
   readonly #vpnReceived: AbsoluteFeed;
   readonly #vpnSent: AbsoluteFeed;
   readonly #vpnLastConnected: Gauge;
+  readonly #vpnReconnectGap: Gauge;
   readonly #gpuUtilization: Gauge<GpuLabel>;
   readonly #gpuMemoryUsed: Gauge<GpuLabel>;
   readonly #gpuMemoryTotal: Gauge<GpuLabel>;
@@ -109,6 +110,7 @@ export class AgentMetrics {
     this.#vpnReceived = new AbsoluteFeed(counter('vpn_bytes_received_total', 'Bytes received through the VPN tunnel'));
     this.#vpnSent = new AbsoluteFeed(counter('vpn_bytes_sent_total', 'Bytes sent through the VPN tunnel'));
     this.#vpnLastConnected = gauge('vpn_last_connected_timestamp_seconds', 'When the VPN tunnel last came up, Unix seconds (0: never)');
+    this.#vpnReconnectGap = gauge('vpn_reconnect_gap_seconds', 'Time from the last certificate rotation to the VPN being connected again with it, seconds (0: none yet)');
     this.#gpuUtilization = gauge('gpu_utilization_ratio', 'GPU utilisation, 0 to 1', gpuLabels);
     this.#gpuMemoryUsed = gauge('gpu_memory_used_bytes', 'GPU memory in use, bytes', gpuLabels);
     this.#gpuMemoryTotal = gauge('gpu_memory_total_bytes', 'GPU memory in total, bytes', gpuLabels);
@@ -201,6 +203,12 @@ export class AgentMetrics {
 
   setVpnLastConnected(unixMs: number): void {
     this.#vpnLastConnected.set(seconds(unixMs));
+  }
+
+  /** The tunnel's outage around the last certificate rotation. */
+  setVpnReconnectGap(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new TypeError(`gap must be a finite number >= 0, got ${ms}`);
+    this.#vpnReconnectGap.set(ms / 1000);
   }
 
   /** The GPUs present now: series of GPUs no longer listed disappear; N/A values are left out. */

@@ -28,10 +28,15 @@ function hashOf(tag: string, v: unknown): string {
   return crypto.createHash('sha256').update(`${tag}\n${canonicalJson(v)}`).digest('hex');
 }
 
-/** The SuperNode's inputs. Privacy flags are among them: the SuperNode is what enforces them. */
+/**
+ * The SuperNode's inputs. With a VPN, the SuperNode reaches the SuperLink through the tunnel, at
+ * the address the vpn section names (vpn.superlinkAddress), so that is the address it is given.
+ * The privacy flags and resource hints are part of the hash (a change restarts the SuperNode so a
+ * ClientApp started afterwards sees the new manifest) but Flower 1.23 itself has no flag for them.
+ */
 export function supernodeConfig(body: ManifestBody): SupernodeConfig {
   return {
-    superlink: body.superlink,
+    superlink: body.vpn === undefined ? body.superlink : { ...body.superlink, address: body.vpn.superlinkAddress },
     supernode: body.supernode,
     datasets: body.datasets,
     privacy: body.privacy,

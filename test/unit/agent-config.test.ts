@@ -52,7 +52,7 @@ const DEFAULTS = {
   hub: { statusIntervalSeconds: 60, reconnectBaseMs: 1000, reconnectCapMs: 60_000, rpcDeadlineMs: 10_000 },
   renewal: { backoffBaseMs: 1000, backoffCapMs: 300_000 },
   supernode: { command: 'flower-supernode', stopGraceMs: 10_000, uncleanExitHoldoffMs: null },
-  openvpn: { command: 'openvpn' },
+  openvpn: { command: 'openvpn', stopGraceMs: 5000, connectWaitMs: 30_000 },
 };
 
 describe('defaults', () => {
@@ -75,7 +75,7 @@ describe('defaults', () => {
       hub: { statusIntervalSeconds: 5, reconnectBaseMs: 100, reconnectCapMs: 1000, rpcDeadlineMs: 120_000 },
       renewal: { backoffBaseMs: 2000, backoffCapMs: 2000 },
       supernode: { command: '/opt/flwr/bin/flower-supernode', stopGraceMs: 5000, uncleanExitHoldoffMs: 0 },
-      openvpn: { command: '/usr/sbin/openvpn' },
+      openvpn: { command: '/usr/sbin/openvpn', stopGraceMs: 2000, connectWaitMs: 0 },
     };
     expect(parseAgentConfig(structuredClone(full), 'agent.json')).toEqual(full);
   });

@@ -38,6 +38,7 @@ const EXPECTED: Record<string, string> = {
   sepal_agent_vpn_bytes_received_total: 'counter',
   sepal_agent_vpn_bytes_sent_total: 'counter',
   sepal_agent_vpn_last_connected_timestamp_seconds: 'gauge',
+  sepal_agent_vpn_reconnect_gap_seconds: 'gauge',
   sepal_agent_gpu_utilization_ratio: 'gauge',
   sepal_agent_gpu_memory_used_bytes: 'gauge',
   sepal_agent_gpu_memory_total_bytes: 'gauge',
@@ -67,6 +68,7 @@ function populated(): AgentMetrics {
   m.setVpnUp(true);
   m.setVpnBytes({ received: 1000, sent: 500 });
   m.setVpnLastConnected(1_700_000_000_000);
+  m.setVpnReconnectGap(2500);
   m.setGpus([A100]);
   return m;
 }
@@ -99,6 +101,7 @@ describe('AgentMetrics', () => {
     expect(sample(body, 'sepal_agent_vpn_bytes_received_total')).toBe(1000);
     expect(sample(body, 'sepal_agent_vpn_bytes_sent_total')).toBe(500);
     expect(sample(body, 'sepal_agent_vpn_last_connected_timestamp_seconds')).toBe(1_700_000_000);
+    expect(sample(body, 'sepal_agent_vpn_reconnect_gap_seconds')).toBe(2.5);
     expect(sample(body, `sepal_agent_gpu_utilization_ratio${A100_LABELS}`)).toBe(0.42);
     expect(sample(body, `sepal_agent_gpu_memory_used_bytes${A100_LABELS}`)).toBe(1_073_741_824);
     expect(sample(body, `sepal_agent_gpu_memory_total_bytes${A100_LABELS}`)).toBe(42_949_672_960);

@@ -112,12 +112,16 @@ describe('plan', () => {
 
   it('every SuperNode input restarts it: superlink, privacy flags, resources', () => {
     for (const next of [
-      edit((b) => { b.superlink.address = '10.8.0.2:9092'; }),
+      edit((b) => { b.superlink.caCertPem = 'another SuperLink CA'; }),
       edit((b) => { b.privacy.differentialPrivacy.enabled = true; }),
       edit((b) => { b.resources = { gpu: { required: true, count: 1 } }; }),
     ]) {
       expect(kinds(plan(runningWith(base), next))).toEqual(['restart-supernode']);
     }
+  });
+
+  it('with a VPN, the SuperNode dials vpn.superlinkAddress: a change of superlink.address alone restarts nothing', () => {
+    expect(plan(runningWith(base), edit((b) => { b.superlink.address = '203.0.113.7:9092'; }))).toEqual([]);
   });
 
   it('a manifest that drops the VPN stops it after the SuperNode steps; one that adds it starts it first', () => {
@@ -154,5 +158,19 @@ describe('configHashes', () => {
 
   it('are over canonical JSON', () => {
     expect(canonicalJson({ b: 1, a: [{ d: undefined, c: 'x' }] })).toBe('{"a":[{"c":"x"}],"b":1}');
+  });
+});
+
+describe('supernodeConfig with a VPN', () => {
+  it('points the SuperNode at the SuperLink address inside the tunnel, and a change of it restarts the SuperNode', () => {
+    const withVpn = edit((b) => {
+      b.vpn = { remotes: [{ host: 'vpn.example.org', port: 1194, proto: 'udp' }], tlsCryptKeyRef: 'default', routes: ['10.8.0.0/24'], superlinkAddress: '10.8.0.1:9092' };
+    });
+    expect(supernodeConfig(withVpn).superlink.address).toBe('10.8.0.1:9092');
+    expect(supernodeConfig(base).superlink.address).toBe(base.superlink.address);
+    const moved = edit((b) => {
+      b.vpn = { remotes: [{ host: 'vpn.example.org', port: 1194, proto: 'udp' }], tlsCryptKeyRef: 'default', routes: ['10.8.0.0/24'], superlinkAddress: '10.8.0.2:9092' };
+    });
+    expect(kinds(plan(runningWith(withVpn), moved))).toContain('restart-supernode');
   });
 });
