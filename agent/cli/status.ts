@@ -36,7 +36,10 @@ export function cmdStatus(argv: string[], out: { write(s: string): unknown }, no
     try {
       process.kill(st.pid, 0);
       alive = true;
-    } catch { /* not running */ }
+    } catch (e) {
+      // EPERM: the process exists but belongs to another user (a root agent, status run by a user).
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
     const daemonState = alive || st.state === 'stopped' ? st.state : `not running (last state ${st.state})`;
     rows.push(
       ['agent', `${daemonState} (pid ${st.pid}, updated ${st.updatedAt})`],

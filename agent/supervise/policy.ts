@@ -9,7 +9,8 @@
 //   the cause (a peer down, a bad manifest) is often fixed from elsewhere.
 // - A holdoff is a floor under the next start that the caller derives from the exit (Flower's
 //   SuperLink refuses a SuperNode's key for about a minute after an unclean exit). The wait is
-//   its own state ('holdoff'), never 'crash-loop'; it adds no exit of its own, and since nothing
+//   its own state ('holdoff') unless a crash loop is on (then 'crash-loop', whichever wait is
+//   longer: that is the state operators alert on); it adds no exit of its own, and since nothing
 //   is started during it, no refused start can pile up exits in the window. The unclean exit
 //   that asked for it is counted like any other, once. Because a holdoff spaces the starts out,
 //   a window shorter than (maxExits + 1) × holdoff cannot see a child that fails at every start;
