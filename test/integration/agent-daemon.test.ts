@@ -159,10 +159,11 @@ describe('sepal-agent run', () => {
 
   it('a revocation on the hub makes the agent revoked, loudly, and SIGTERM stops it cleanly', async () => {
     const nodeId = (JSON.parse(fs.readFileSync(path.join(stateDir, 'identity', 'node.json'), 'utf8')) as { nodeId: string }).nodeId;
-    const r = await cli(['node', 'revoke', nodeId, '--data-dir', hub.paths.dataDir]);
-    expect(r.code).toBe(0);
+    // The SuperNode's pid before the revocation (the agent may stop it before the CLI returns).
     const snPid = statusFile()?.children['supernode']?.pid ?? 0;
     expect(snPid).toBeGreaterThan(0);
+    const r = await cli(['node', 'revoke', nodeId, '--data-dir', hub.paths.dataDir]);
+    expect(r.code).toBe(0);
     await expect.poll(() => statusFile()?.state, { timeout: 10_000 }).toBe('revoked');
     // the SuperNode is stopped: its process is gone
     await expect.poll(() => statusFile()?.children['supernode']?.state, { timeout: 15_000 }).toBe('stopped');
