@@ -178,6 +178,19 @@ export function recoverState(paths: StatePaths, sfs: StoreFs = realFs): Recovery
   return { action, removed };
 }
 
+/**
+ * `sudo sepal-agent enroll` runs as root, but the service runs as the state dir's owner (the
+ * package makes /var/lib/sepal-agent the sepal-agent user's): the files written go to that owner,
+ * or the service could not read its own key. Only root can chown, and only then is it needed.
+ */
+export function giveToStateDirOwner(root: string, dir: string): void {
+  if (process.platform === 'win32' || process.getuid?.() !== 0) return;
+  const owner = fs.statSync(root);
+  if (owner.uid === 0) return;
+  fs.chownSync(dir, owner.uid, owner.gid);
+  for (const name of fs.readdirSync(dir)) fs.chownSync(path.join(dir, name), owner.uid, owner.gid);
+}
+
 /** Writes a complete identity and swaps it in (see the top of this file). */
 export function installIdentity(paths: StatePaths, files: IdentityFiles, sfs: StoreFs = realFs): void {
   ensurePrivateDir(paths.root);
@@ -193,6 +206,7 @@ export function installIdentity(paths: StatePaths, files: IdentityFiles, sfs: St
     put(IDENTITY_FILES.flowerPub, files.flowerPub.endsWith('\n') ? files.flowerPub : files.flowerPub + '\n', 0o644);
     // Last: its presence marks the staging dir complete.
     put(IDENTITY_FILES.node, JSON.stringify(files.node, null, 2) + '\n', 0o644);
+    giveToStateDirOwner(paths.root, staging);
     sfs.fsyncDir(paths.root);
   } catch (e) {
     // Incomplete: nothing refers to it, and recovery would remove it anyway.
@@ -229,6 +243,7 @@ export function storeManifest(paths: StatePaths, jws: string | null, sfs: StoreF
   }
   ensurePrivateDir(paths.manifestDir);
   sfs.writeFile(paths.manifest, jws.endsWith('\n') ? jws : jws + '\n', 0o644);
+  giveToStateDirOwner(paths.root, paths.manifestDir);
 }
 
 /** One agent process at a time changes the state dir. Returns the release function. A lock left by

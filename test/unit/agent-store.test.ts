@@ -108,6 +108,21 @@ describe('installIdentity', () => {
     expect(fs.readdirSync(paths.identity).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
+  it.skipIf(process.getuid?.() !== 0)('run as root into a state dir another user owns (the package\'s), gives what it writes to that user', () => {
+    fs.mkdirSync(paths.root, { mode: 0o700 });
+    fs.chownSync(paths.root, 65534, 65534); // the service's user, e.g. sepal-agent
+    installIdentity(paths, NEW);
+    storeManifest(paths, 'header.payload.signature');
+    for (const p of [paths.identity, ...Object.values(IDENTITY_FILES).map((f) => path.join(paths.identity, f)), paths.manifestDir, paths.manifest]) {
+      expect(fs.statSync(p).uid, p).toBe(65534);
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('run as root into a root-owned state dir, leaves everything root\'s', () => {
+    installIdentity(paths, NEW);
+    expect(fs.statSync(path.join(paths.identity, 'tls.key')).uid).toBe(0);
+  });
+
   it('tightens a state dir that exists with looser permissions', () => {
     fs.mkdirSync(paths.root, { mode: 0o755 });
     fs.chmodSync(paths.root, 0o755);
