@@ -1,6 +1,8 @@
-// Bundles each CLI into one ES module under dist/ (the input of the single-executable build, and
-// what the benchmark measures: plain JS, no TypeScript loader at run time). The proto file the
-// gRPC bindings load at run time is copied next to the bundles.
+// Bundles each CLI into ES modules under dist/ (what the benchmark measures: plain JS, no
+// TypeScript loader at run time), and into one self-contained ES module each for the
+// single-executable build (installers/sea.ts). The .proto files the gRPC bindings parse are inlined
+// as text (esbuild `define`, read by proto/load.ts and proto/flower/control.ts): neither a bundle
+// nor a single executable reads a file next to itself.
 import { build } from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,9 +20,16 @@ const OUT = path.join(REPO, 'dist');
  */
 export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze(['--lite-mode', '--max-semi-space-size=1']);
 
-export async function bundle(): Promise<{ agent: string; hub: string }> {
-  fs.mkdirSync(OUT, { recursive: true });
-  const common = {
+/** The .proto texts the bundles carry (see proto/source.ts). */
+function protoDefines(): Record<string, string> {
+  return {
+    SEPAL_PROTO_TEXT: JSON.stringify(fs.readFileSync(path.join(REPO, 'proto/sepal.proto'), 'utf8')),
+    SEPAL_CONTROL_PROTO_TEXT: JSON.stringify(fs.readFileSync(path.join(REPO, 'proto/flower/control.proto'), 'utf8')),
+  };
+}
+
+function commonOptions() {
+  return {
     bundle: true,
     platform: 'node' as const,
     format: 'esm' as const,
@@ -29,18 +38,33 @@ export async function bundle(): Promise<{ agent: string; hub: string }> {
     logLevel: 'warning' as const,
     // CommonJS dependencies bundled into ESM still call require() for Node built-ins.
     banner: { js: "import { createRequire as __sepalCreateRequire } from 'node:module'; const require = __sepalCreateRequire(import.meta.url);" },
+    define: protoDefines(),
   };
+}
+
+export async function bundle(): Promise<{ agent: string; hub: string }> {
+  fs.mkdirSync(OUT, { recursive: true });
+  const common = commonOptions();
   const agent = path.join(OUT, 'sepal-agent.mjs');
   const hub = path.join(OUT, 'sepal-hub.mjs');
   // The agent's commands load lazily (agent/cli/main.ts): split chunks keep the daemon from
   // parsing the device-flow client, the QR encoder and the doctor it never runs.
   await build({ ...common, entryPoints: { 'sepal-agent': path.join(REPO, 'agent/cli/main.ts') }, outdir: OUT, splitting: true, outExtension: { '.js': '.mjs' }, chunkNames: 'chunks/agent-[name]-[hash]' });
   await build({ ...common, entryPoints: [path.join(REPO, 'hub/cli/main.ts')], outfile: hub });
-  // proto/load.ts finds sepal.proto next to the module that loads it: the entry or a chunk.
-  fs.copyFileSync(path.join(REPO, 'proto/sepal.proto'), path.join(OUT, 'sepal.proto'));
-  fs.copyFileSync(path.join(REPO, 'proto/sepal.proto'), path.join(OUT, 'chunks', 'sepal.proto'));
-  // The hub's SuperLink client loads Flower's Control API subset the same way (next to the module).
-  fs.copyFileSync(path.join(REPO, 'proto/flower/control.proto'), path.join(OUT, 'control.proto'));
+  return { agent, hub };
+}
+
+/**
+ * One ES module per CLI with everything in it, for `node --build-sea` (mainFormat "module"): a
+ * single executable's main script can import only built-in modules, so no chunks; the agent's lazy
+ * `import('./enroll.ts')` become in-file initialisers. Written to `outDir`, not dist/.
+ */
+export async function bundleForSea(outDir: string): Promise<{ agent: string; hub: string }> {
+  fs.mkdirSync(outDir, { recursive: true });
+  const agent = path.join(outDir, 'sepal-agent.mjs');
+  const hub = path.join(outDir, 'sepal-hub.mjs');
+  await build({ ...commonOptions(), entryPoints: [path.join(REPO, 'agent/cli/main.ts')], outfile: agent });
+  await build({ ...commonOptions(), entryPoints: [path.join(REPO, 'hub/cli/main.ts')], outfile: hub });
   return { agent, hub };
 }
 

@@ -1,10 +1,12 @@
 // Loads sepal.proto for @grpc/grpc-js. Both hub and agent use these exact loader options, so the
 // decoded shapes are the ones described in api.ts.
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { fileURLToPath } from 'node:url';
+import type * as protoLoader from '@grpc/proto-loader';
+import fs from 'node:fs';
+import { packageDefinitionFromText } from './source.ts';
 
-export const PROTO_PATH = fileURLToPath(new URL('./sepal.proto', import.meta.url));
+/** sepal.proto's text, inlined by the bundler (installers/bundle.ts); undefined from source. */
+declare const SEPAL_PROTO_TEXT: string | undefined;
 
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
@@ -20,7 +22,8 @@ export const AGENT_API_SERVICE = 'sepal.v1.AgentApi';
 let cached: grpc.GrpcObject | null = null;
 
 export function loadAgentApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
-  cached ??= grpc.loadPackageDefinition(protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS));
+  cached ??= grpc.loadPackageDefinition(packageDefinitionFromText(
+    typeof SEPAL_PROTO_TEXT === 'string' ? SEPAL_PROTO_TEXT : fs.readFileSync(new URL('./sepal.proto', import.meta.url), 'utf8'), LOADER_OPTIONS));
   const ctor = ((cached['sepal'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject)['AgentApi'] as grpc.ServiceClientConstructor;
   return { service: ctor.service, client: ctor };
 }

@@ -2,10 +2,12 @@
 // the shapes its messages decode to with these loader options. uint64 fields decode to decimal
 // strings (longs: String): a Flower node id never passes through a JavaScript number.
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { fileURLToPath } from 'node:url';
+import type * as protoLoader from '@grpc/proto-loader';
+import fs from 'node:fs';
+import { packageDefinitionFromText } from '../source.ts';
 
-export const CONTROL_PROTO_PATH = fileURLToPath(new URL('./control.proto', import.meta.url));
+/** control.proto's text, inlined by the bundler (installers/bundle.ts); undefined from source. */
+declare const SEPAL_CONTROL_PROTO_TEXT: string | undefined;
 
 /** The Flower release whose descriptors control.proto mirrors. */
 export const FLOWER_CONTROL_API_VERSION = '1.23.0';
@@ -42,7 +44,8 @@ export interface ListNodesResponse { nodesInfo: NodeInfo[]; now: string }
 let cached: grpc.GrpcObject | null = null;
 
 export function loadControlApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
-  cached ??= grpc.loadPackageDefinition(protoLoader.loadSync(CONTROL_PROTO_PATH, CONTROL_LOADER_OPTIONS));
+  cached ??= grpc.loadPackageDefinition(packageDefinitionFromText(
+    typeof SEPAL_CONTROL_PROTO_TEXT === 'string' ? SEPAL_CONTROL_PROTO_TEXT : fs.readFileSync(new URL('./control.proto', import.meta.url), 'utf8'), CONTROL_LOADER_OPTIONS));
   const ctor = ((cached['flwr'] as grpc.GrpcObject)['proto'] as grpc.GrpcObject)['Control'] as grpc.ServiceClientConstructor;
   return { service: ctor.service, client: ctor };
 }

@@ -36,7 +36,7 @@ const launches = () => (fs.existsSync(path.join(dir, 'launches')) ? fs.readFileS
 const lastEnv = () => JSON.parse(fs.readFileSync(path.join(dir, 'env.json'), 'utf8')) as Record<string, string>;
 
 async function until(what: string, ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 400 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
   if (!ok()) throw new Error(`timed out: ${what}`);
 }
 

@@ -78,7 +78,7 @@ function make(over: { command?: string; tunDevice?: string | null; connectWaitMs
 }
 
 async function until(what: string, ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 800 && !ok(); i++) await new Promise((r) => setTimeout(r, 25));
   if (!ok()) throw new Error(`timed out: ${what}`);
 }
 
