@@ -1,9 +1,9 @@
 // Loads sepal.proto for @grpc/grpc-js. Both hub and agent use these exact loader options, so the
 // decoded shapes are the ones described in api.ts.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import fs from 'node:fs';
-import { packageDefinitionFromText } from './source.ts';
+import { serviceFromText } from './source.ts';
 
 /** sepal.proto's text, inlined by the bundler (installers/bundle.ts); undefined from source. */
 declare const SEPAL_PROTO_TEXT: string | undefined;
@@ -19,13 +19,12 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 
 export const AGENT_API_SERVICE = 'sepal.v1.AgentApi';
 
-let cached: grpc.GrpcObject | null = null;
+let cached: grpc.ServiceClientConstructor | null = null;
 
 export function loadAgentApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
-  cached ??= grpc.loadPackageDefinition(packageDefinitionFromText(
-    typeof SEPAL_PROTO_TEXT === 'string' ? SEPAL_PROTO_TEXT : fs.readFileSync(new URL('./sepal.proto', import.meta.url), 'utf8'), LOADER_OPTIONS));
-  const ctor = ((cached['sepal'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject)['AgentApi'] as grpc.ServiceClientConstructor;
-  return { service: ctor.service, client: ctor };
+  cached ??= serviceFromText(
+    typeof SEPAL_PROTO_TEXT === 'string' ? SEPAL_PROTO_TEXT : fs.readFileSync(new URL('./sepal.proto', import.meta.url), 'utf8'), LOADER_OPTIONS, AGENT_API_SERVICE);
+  return { service: cached.service, client: cached };
 }
 
 /** Channel options both sides agree on: message size limits and keepalives. */

@@ -1,10 +1,10 @@
 // Loads control.proto (the subset of Flower's Control API the hub calls) for @grpc/grpc-js, and
 // the shapes its messages decode to with these loader options. uint64 fields decode to decimal
 // strings (longs: String): a Flower node id never passes through a JavaScript number.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import fs from 'node:fs';
-import { packageDefinitionFromText } from '../source.ts';
+import { serviceFromText } from '../source.ts';
 
 /** control.proto's text, inlined by the bundler (installers/bundle.ts); undefined from source. */
 declare const SEPAL_CONTROL_PROTO_TEXT: string | undefined;
@@ -41,11 +41,10 @@ export interface NodeInfo {
 }
 export interface ListNodesResponse { nodesInfo: NodeInfo[]; now: string }
 
-let cached: grpc.GrpcObject | null = null;
+let cached: grpc.ServiceClientConstructor | null = null;
 
 export function loadControlApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
-  cached ??= grpc.loadPackageDefinition(packageDefinitionFromText(
-    typeof SEPAL_CONTROL_PROTO_TEXT === 'string' ? SEPAL_CONTROL_PROTO_TEXT : fs.readFileSync(new URL('./control.proto', import.meta.url), 'utf8'), CONTROL_LOADER_OPTIONS));
-  const ctor = ((cached['flwr'] as grpc.GrpcObject)['proto'] as grpc.GrpcObject)['Control'] as grpc.ServiceClientConstructor;
-  return { service: ctor.service, client: ctor };
+  cached ??= serviceFromText(
+    typeof SEPAL_CONTROL_PROTO_TEXT === 'string' ? SEPAL_CONTROL_PROTO_TEXT : fs.readFileSync(new URL('./control.proto', import.meta.url), 'utf8'), CONTROL_LOADER_OPTIONS, 'flwr.proto.Control');
+  return { service: cached.service, client: cached };
 }
