@@ -20,9 +20,9 @@ import { parseManifestBody, type ManifestBody } from '../../proto/manifest.ts';
 import { capturingLogger } from './agent-credentials.fixtures.ts';
 import { tlsCryptKeyFile, writeFakeOpenvpn } from './agent-vpn.fixtures.ts';
 
-
 /** A stand-in key file body (no key material; the label is split so key scanners see no key). */
 const fakeKeyPem = (body: string): string => `-----BEGIN ${'PRIVATE'} KEY-----\n${body}\n-----END ${'PRIVATE'} KEY-----\n`;
+
 let dir: string;
 let openvpn: string;
 let runtime: NodeRuntime;
