@@ -1,9 +1,9 @@
-// Loads control.proto (the subset of Flower's Control API the hub calls) for @grpc/grpc-js, and
-// the shapes its messages decode to with these loader options. uint64 fields decode to decimal
-// strings (longs: String): a Flower node id never passes through a JavaScript number.
+// Loads control.proto (the subset of Flower's Control API the hub calls) for @grpc/grpc-js with the
+// project's loader options (proto/load.ts), and the shapes its messages decode to. uint64 fields
+// decode to decimal strings (longs: String): a Flower node id never passes through a JS number.
 import type * as grpc from '@grpc/grpc-js';
-import type * as protoLoader from '@grpc/proto-loader';
 import fs from 'node:fs';
+import { LOADER_OPTIONS } from '../load.ts';
 import { serviceFromText } from '../source.ts';
 
 /** control.proto's text, inlined by the bundler (installers/bundle.ts); undefined from source. */
@@ -11,15 +11,6 @@ declare const SEPAL_CONTROL_PROTO_TEXT: string | undefined;
 
 /** The Flower release whose descriptors control.proto mirrors. */
 export const FLOWER_CONTROL_API_VERSION = '1.23.0';
-
-export const CONTROL_LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: false,
-  longs: String,
-  enums: String,
-  bytes: Buffer,
-  defaults: true,
-  oneofs: true,
-};
 
 export interface RegisterNodeRequest { publicKey: Buffer }
 export interface RegisterNodeResponse { nodeId: string }
@@ -45,6 +36,6 @@ let cached: grpc.ServiceClientConstructor | null = null;
 
 export function loadControlApi(): { service: grpc.ServiceDefinition; client: grpc.ServiceClientConstructor } {
   cached ??= serviceFromText(
-    typeof SEPAL_CONTROL_PROTO_TEXT === 'string' ? SEPAL_CONTROL_PROTO_TEXT : fs.readFileSync(new URL('./control.proto', import.meta.url), 'utf8'), CONTROL_LOADER_OPTIONS, 'flwr.proto.Control');
+    typeof SEPAL_CONTROL_PROTO_TEXT === 'string' ? SEPAL_CONTROL_PROTO_TEXT : fs.readFileSync(new URL('./control.proto', import.meta.url), 'utf8'), LOADER_OPTIONS, 'flwr.proto.Control');
   return { service: cached.service, client: cached };
 }
