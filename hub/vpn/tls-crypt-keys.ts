@@ -3,12 +3,11 @@
 // server must hold the same bytes. The reference is a manifest's `vpn.tlsCryptKeyRef`; it maps to
 // exactly one file name (`:`, `/` and `@` percent-encoded), so no reference can name a path
 // outside the directory, whatever it contains.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isTlsCryptKeyRef } from '../../proto/manifest.ts';
 import { SepalError, ErrorCodes } from '../errors.ts';
-import { fsyncDir } from '../fsutil.ts';
+import { createFileExclusiveSync } from '../fsutil.ts';
 import { formatStaticKey, parseStaticKey } from './static-key.ts';
 
 /** Longest file name the store uses (well below NAME_MAX = 255 of common file systems). */
@@ -45,26 +44,8 @@ export function ensureTlsCryptKey(dir: string, ref: string): { readonly text: st
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (fs.existsSync(file)) return { text: readStored(file), created: false };
   const text = formatStaticKey();
-  // Exclusive and atomic: a complete temp file is hard-linked into place, which fails if another
-  // process created the key meanwhile (then that key wins and is returned).
-  const tmp = path.join(dir, `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, text);
-    fs.fchmodSync(fd, 0o600);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.linkSync(tmp, file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    return { text: readStored(file), created: false };
-  } finally {
-    fs.rmSync(tmp, { force: true });
-  }
-  fsyncDir(dir);
+  // Exclusive and atomic: if another process created the key meanwhile, that key wins.
+  if (!createFileExclusiveSync(file, text, 0o600)) return { text: readStored(file), created: false };
   return { text, created: true };
 }
 
