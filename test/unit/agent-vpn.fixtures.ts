@@ -17,7 +17,7 @@ export function tlsCryptKeyFile(): string {
  * config's management socket and walks WAIT..CONNECTED shortly after start. SIGUSR1 through the
  * management interface records the second line of the cert file in <dir>/usr1-certs, then
  * reconnects. Byte counts follow every 100 ms once asked for. <dir>/mode (read at start) changes the script: `auth-failed` verifies the server and
- * then fails the handshake (tls-error); `garbage` answers every command with junk first.
+ * then fails the handshake (tls-error), retrying until a management client saw an attempt; `garbage` answers every command with junk first.
  */
 export function writeFakeOpenvpn(dir: string): string {
   const file = path.join(dir, 'openvpn');
@@ -41,7 +41,13 @@ const setState = (s, d = '') => { state = s; send('>STATE:' + now() + ',' + s + 
 function connect() {
   setState('WAIT'); setState('AUTH');
   send('>LOG:' + now() + ',,VERIFY OK: depth=0, CN=vpn-server');
-  if (mode === 'auth-failed') { setTimeout(() => setState('RECONNECTING', 'tls-error'), 50); return; }
+  // OpenVPN retries a failed handshake (connect-retry); the fake retries only until a management
+  // client has watched one whole attempt, so one that attaches late (a loaded machine) still sees it.
+  if (mode === 'auth-failed') {
+    const watched = conns.size > 0;
+    setTimeout(() => { setState('RECONNECTING', 'tls-error'); if (!watched) setTimeout(connect, 300); }, 50);
+    return;
+  }
   setState('GET_CONFIG'); setState('ASSIGN_IP'); setState('ADD_ROUTES'); setState('CONNECTED', 'SUCCESS');
   send('>BYTECOUNT:1000,2000');
 }
