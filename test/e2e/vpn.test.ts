@@ -9,18 +9,18 @@
 // test/integration/hub-vpn-server.test.ts. Skips, saying why, without root, /dev/net/tun, ip or
 // openvpn; CI has them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { REPO, cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { enrollWithToken, startAgent, writeStandInSupernode, type RunningAgent } from '../helpers/agent.ts';
 import { createNetPair, netnsUnavailable, type NetPair } from '../helpers/netns.ts';
 import { waitUntil } from './federation.ts';
 
 const why = netnsUnavailable();
 if (why !== null) console.warn(`vpn e2e: skipped: ${why}`);
 
-const AGENT = path.join(REPO, 'agent/cli/main.ts');
 const TUNNEL = '10.198.0.0/24';
 const SERVER_TUN_IP = '10.198.0.1';
 const ORG = 'org-vpn';
@@ -30,8 +30,7 @@ let hub: TestHub;
 let work: string;
 let server: ChildProcess | null = null;
 let serverLog = '';
-let agent: ChildProcess | null = null;
-let agentLog = '';
+let agent: RunningAgent | null = null;
 let stateDir: string;
 let metricsPort: number;
 let connectsFile: string;
@@ -126,39 +125,32 @@ beforeAll(async () => {
   const pub = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--org', ORG, '--file', manifest]);
   expect(pub.code, pub.stderr).toBe(0);
 
-  const tok = await cli(['token', 'create', '--data-dir', hub.paths.dataDir, '--org', ORG, '--json']);
-  const token = (JSON.parse(tok.stdout) as { token: string }).token;
   stateDir = path.join(work, 'agent');
-  const enrolled = spawn(process.execPath, [AGENT, 'enroll', '--hub', hub.httpsUrl, '--ca-sha256', hub.init.rootFingerprint, '--token', token, '--state-dir', stateDir], { stdio: 'ignore' });
-  expect(await new Promise((resolve) => enrolled.once('exit', resolve))).toBe(0);
+  await enrollWithToken(hub, ORG, stateDir, 'vpn-test');
 
   // OpenVPN runs in the client namespace; the SuperNode is a stand-in (real Flower: test/e2e/flower.test.ts).
   const bin = path.join(work, 'bin');
-  fs.mkdirSync(bin);
+  const supernode = writeStandInSupernode(bin);
   fs.writeFileSync(path.join(bin, 'openvpn-in-ns'), `#!/bin/sh\nexec ip netns exec ${pair.client.ns} openvpn "$@"\n`, { mode: 0o755 });
-  fs.writeFileSync(path.join(bin, 'flower-supernode'), '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Flower version: 1.23.0"; exit 0; fi\nexec sleep 3600\n', { mode: 0o755 });
   const runtimeDir = path.join(work, 'run');
   fs.mkdirSync(runtimeDir, { mode: 0o700 });
-  const cfg = path.join(work, 'agent.json');
-  fs.writeFileSync(cfg, JSON.stringify({
-    runtimeDir,
-    openvpn: { command: path.join(bin, 'openvpn-in-ns') },
-    supernode: { command: path.join(bin, 'flower-supernode') },
-    renewal: { backoffBaseMs: 500, backoffCapMs: 5000 },
-  }));
-  agent = spawn(process.execPath, [AGENT, 'run', '--config', cfg, '--state-dir', stateDir, '--metrics-addr', `127.0.0.1:${metricsPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  agent.stdout?.setEncoding('utf8').on('data', (s: string) => { agentLog = (agentLog + s).slice(-2_000_000); });
-  agent.stderr?.setEncoding('utf8').on('data', (s: string) => { agentLog = (agentLog + s).slice(-2_000_000); });
+  agent = startAgent({
+    configFile: path.join(work, 'agent.json'),
+    config: {
+      runtimeDir,
+      openvpn: { command: path.join(bin, 'openvpn-in-ns') },
+      supernode: { command: supernode },
+      renewal: { backoffBaseMs: 500, backoffCapMs: 5000 },
+    },
+    stateDir,
+    metricsPort,
+  });
 }, 120_000);
 
 afterAll(async () => {
   if (why !== null) return;
-  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(`---- agent\n${agentLog}\n---- server\n${serverLog}`);
-  if (agent !== null && agent.exitCode === null) {
-    const gone = new Promise((resolve) => agent?.once('exit', resolve));
-    agent.kill('SIGTERM');
-    await gone;
-  }
+  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(`---- agent\n${agent?.logs() ?? ''}\n---- server\n${serverLog}`);
+  await agent?.stop(20_000);
   if (server?.pid !== undefined) {
     try { process.kill(-server.pid, 'SIGTERM'); } catch { /* gone */ }
   }

@@ -5,10 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { REPO, cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
-
-const AGENT = path.join(REPO, 'agent/cli/main.ts');
+import { execFileSync } from 'node:child_process';
+import { cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { enrollWithToken, runAgentCli, startAgent, writeStandInSupernode, type RunningAgent } from '../helpers/agent.ts';
 const MANIFEST = {
   superlink: { address: 'superlink.example.org:9092' },
   supernode: { nodeConfig: { 'partition-id': 0 } },
@@ -19,18 +18,8 @@ let hub: TestHub;
 let work: string;
 let stateDir: string;
 let metricsPort: number;
-let daemon: ChildProcess | null = null;
-let daemonOut = '';
+let daemon: RunningAgent | null = null;
 let fakeSupernode = '';
-
-function runAgent(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [AGENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
 
 function get(p: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -40,11 +29,6 @@ function get(p: string): Promise<{ status: number; body: string }> {
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     }).on('error', reject);
   });
-}
-
-function metric(scrape: string, name: string): number | null {
-  const line = scrape.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line === undefined ? null : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 function statusFile(): { state: string; manifest: { version: number; lastResult: string | null }; hub: { connected: boolean }; children: Record<string, { state: string; pid?: number }> } | null {
@@ -67,27 +51,17 @@ beforeAll(async () => {
   });
   work = tempDir('sepal-daemon-it-');
   stateDir = path.join(work, 'state');
-  const tok = await cli(['token', 'create', '--data-dir', hub.paths.dataDir, '--org', 'org-d', '--json']);
-  const token = (JSON.parse(tok.stdout) as { token: string }).token;
-  const enrolled = await runAgent(['enroll', '--hub', hub.httpsUrl, '--ca-sha256', hub.init.rootFingerprint, '--token', token, '--state-dir', stateDir, '--name', 'daemon-test']);
-  expect(enrolled.code, enrolled.stderr).toBe(0);
+  await enrollWithToken(hub, 'org-d', stateDir, 'daemon-test');
   // A stand-in for flower-supernode (the real one runs in test/e2e/flower.test.ts): it answers
   // --version like Flower 1.23's flwr does, records its argv and stays up until signalled.
-  fakeSupernode = path.join(work, 'bin', 'flower-supernode');
-  fs.mkdirSync(path.dirname(fakeSupernode));
-  fs.writeFileSync(fakeSupernode, '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Flower version: 1.23.0"; exit 0; fi\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv.txt"\nexec sleep 3600\n', { mode: 0o755 });
+  fakeSupernode = writeStandInSupernode(path.join(work, 'bin'));
   // Defaults, except the SuperNode command and what the command line sets.
-  fs.writeFileSync(path.join(work, 'agent.json'), JSON.stringify({ supernode: { command: fakeSupernode } }));
-  daemon = spawn(process.execPath, [AGENT, 'run', '--config', path.join(work, 'agent.json'), '--state-dir', stateDir, '--metrics-addr', `127.0.0.1:${metricsPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  daemon.stdout?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
-  daemon.stderr?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
+  daemon = startAgent({ configFile: path.join(work, 'agent.json'), config: { supernode: { command: fakeSupernode } }, stateDir, metricsPort });
 });
 
 afterAll(async () => {
-  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(daemonOut);
-  if (daemon !== null && daemon.exitCode === null) {
-    daemon.kill('SIGKILL');
-  }
+  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(daemon?.logs());
+  await daemon?.stop(0);
   await hub?.stop();
   fs.rmSync(work, { recursive: true, force: true });
 });
@@ -97,9 +71,9 @@ describe('sepal-agent run', () => {
     await expect.poll(() => statusFile()?.hub.connected ?? false, { timeout: 15_000 }).toBe(true);
     expect((await get('/healthz')).status).toBe(200);
     const scrape = (await get('/metrics')).body;
-    expect(metric(scrape, 'sepal_agent_hub_connected')).toBe(1);
-    expect(metric(scrape, 'sepal_agent_revoked')).toBe(0);
-    expect(metric(scrape, 'sepal_agent_cert_expiry_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000);
+    expect(metricValue(scrape, 'sepal_agent_hub_connected')).toBe(1);
+    expect(metricValue(scrape, 'sepal_agent_revoked')).toBe(0);
+    expect(metricValue(scrape, 'sepal_agent_cert_expiry_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000);
   });
 
   it('applies a manifest published on the hub, reports it, and turns ready', async () => {
@@ -109,7 +83,7 @@ describe('sepal-agent run', () => {
     expect(pub.code, pub.stderr).toBe(0);
     await expect.poll(() => statusFile()?.manifest.version ?? 0, { timeout: 10_000 }).toBe(1);
     await expect.poll(() => statusFile()?.manifest.lastResult, { timeout: 10_000 }).toBe('applied');
-    await expect.poll(async () => metric((await get('/metrics')).body, 'sepal_agent_manifest_version'), { timeout: 5000 }).toBe(1);
+    await expect.poll(async () => metricValue((await get('/metrics')).body, 'sepal_agent_manifest_version'), { timeout: 5000 }).toBe(1);
     await expect.poll(async () => (await get('/readyz')).status, { timeout: 15_000 }).toBe(200);
     // The SuperNode runs under the supervisor with the manifest's configuration, every value its
     // own argument, the node config as a TOML file.
@@ -145,12 +119,12 @@ describe('sepal-agent run', () => {
   });
 
   it('sepal-agent status and doctor read the same state', async () => {
-    const st = await runAgent(['status', '--state-dir', stateDir, '--config', path.join(work, 'agent.json'), '--json']);
+    const st = await runAgentCli(['status', '--state-dir', stateDir, '--config', path.join(work, 'agent.json'), '--json']);
     expect(st.code, st.stderr).toBe(0);
     const parsed = JSON.parse(st.stdout) as { node: { org: string }; status: { manifest: { version: number } } };
     expect(parsed.node.org).toBe('org-d');
     expect(parsed.status.manifest.version).toBe(1);
-    const doc = await runAgent(['doctor', '--state-dir', stateDir, '--config', path.join(work, 'agent.json')]);
+    const doc = await runAgentCli(['doctor', '--state-dir', stateDir, '--config', path.join(work, 'agent.json')]);
     expect(doc.stdout).toMatch(/^ok +certificate: valid until/m);
     expect(doc.stdout).toMatch(/^ok +hub reachable/m);
     expect(doc.stdout).toMatch(/^ok +CA pin/m);
@@ -168,13 +142,11 @@ describe('sepal-agent run', () => {
     // the SuperNode is stopped: its process is gone
     await expect.poll(() => statusFile()?.children['supernode']?.state, { timeout: 15_000 }).toBe('stopped');
     expect(() => process.kill(snPid, 0)).toThrow();
-    expect(metric((await get('/metrics')).body, 'sepal_agent_revoked')).toBe(1);
-    expect(daemonOut).toContain('"event":"node.revoked"');
+    expect(metricValue((await get('/metrics')).body, 'sepal_agent_revoked')).toBe(1);
+    expect(daemon?.logs()).toContain('"event":"node.revoked"');
     // files are kept
     expect(fs.existsSync(path.join(stateDir, 'identity', 'tls.key'))).toBe(true);
-    const exited = new Promise<number | null>((resolve) => daemon?.once('exit', (code) => resolve(code)));
-    daemon?.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(await daemon?.stop(20_000)).toBe(0);
     expect(statusFile()?.state).toBe('stopped');
   });
 });

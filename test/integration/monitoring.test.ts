@@ -6,25 +6,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { REPO, cli, freePorts, httpsRequest, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { spawnSync } from 'node:child_process';
+import { REPO, freePorts, httpsRequest, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { enrollWithToken, startAgent, writeStandInSupernode, type RunningAgent } from '../helpers/agent.ts';
 
 const MON = path.join(REPO, 'docs/monitoring');
-const AGENT = path.join(REPO, 'agent/cli/main.ts');
 const PROMTOOL = ['/usr/bin/promtool', '/usr/local/bin/promtool'].find((p) => fs.existsSync(p));
 
 let hub: TestHub;
 let work: string;
 let metricsPort: number;
-let daemon: ChildProcess | null = null;
-let daemonOut = '';
-
-function runAgent(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [AGENT, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stderr })));
-}
+let daemon: RunningAgent | null = null;
 
 function agentScrape(): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -76,28 +68,14 @@ beforeAll(async () => {
   });
   work = tempDir('sepal-monitoring-it-');
   const stateDir = path.join(work, 'state');
-  const tok = await cli(['token', 'create', '--data-dir', hub.paths.dataDir, '--org', 'org-m', '--json']);
-  expect(tok.code, tok.stderr).toBe(0);
-  const token = (JSON.parse(tok.stdout) as { token: string }).token;
-  const enrolled = await runAgent(['enroll', '--hub', hub.httpsUrl, '--ca-sha256', hub.init.rootFingerprint, '--token', token, '--state-dir', stateDir, '--name', 'monitoring-test']);
-  expect(enrolled.code, enrolled.stderr).toBe(0);
-  const fakeSupernode = path.join(work, 'bin', 'flower-supernode');
-  fs.mkdirSync(path.dirname(fakeSupernode));
-  fs.writeFileSync(fakeSupernode, '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Flower version: 1.23.0"; exit 0; fi\nexec sleep 3600\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(work, 'agent.json'), JSON.stringify({ supernode: { command: fakeSupernode } }));
-  daemon = spawn(process.execPath, [AGENT, 'run', '--config', path.join(work, 'agent.json'), '--state-dir', stateDir, '--metrics-addr', `127.0.0.1:${metricsPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  daemon.stdout?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
-  daemon.stderr?.setEncoding('utf8').on('data', (s: string) => { daemonOut += s; });
+  await enrollWithToken(hub, 'org-m', stateDir, 'monitoring-test');
+  const fakeSupernode = writeStandInSupernode(path.join(work, 'bin'));
+  daemon = startAgent({ configFile: path.join(work, 'agent.json'), config: { supernode: { command: fakeSupernode } }, stateDir, metricsPort });
 });
 
 afterAll(async () => {
-  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(daemonOut);
-  if (daemon !== null && daemon.exitCode === null) {
-    const exited = new Promise((resolve) => daemon?.once('exit', resolve));
-    daemon.kill('SIGTERM');
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
-    if (daemon.exitCode === null) daemon.kill('SIGKILL');
-  }
+  if (process.env['SEPAL_DEBUG'] !== undefined) console.log(daemon?.logs());
+  await daemon?.stop();
   await hub?.stop();
   if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
 });
