@@ -6,13 +6,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay } from '../../agent/credentials/schedule.ts';
 import { ErrorCodes } from '../../agent/errors.ts';
-import { createLogger, type Logger } from '../../agent/log.ts';
 import { FakeClock } from '../../agent/runtime/clock.ts';
 import { ChildSupervisor, type SupervisorOptions, type SupervisorStatus } from '../../agent/supervise/supervisor.ts';
+import { capturingLogger } from './agent-credentials.fixtures.ts';
 
 const NODE = process.execPath;
 const WAIT_MS = 20_000;
@@ -43,23 +42,6 @@ const WITH_GRANDCHILD = `
   console.log('grandchild ' + g.pid);
   if (process.argv[1] === 'exit') process.exit(3);
   ${WAIT_FOREVER}`;
-
-interface Capture {
-  log: Logger;
-  lines: () => Array<Record<string, unknown>>;
-}
-
-function capture(): Capture {
-  const raw: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer | string, _enc, cb) {
-      raw.push(chunk.toString());
-      cb();
-    },
-  });
-  const log = createLogger({ level: 'debug', destination });
-  return { log, lines: () => raw.join('').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) };
-}
 
 /** Polls until fn returns something other than undefined. */
 async function eventually<T>(what: string, fn: () => T | undefined, timeoutMs = WAIT_MS): Promise<T> {
@@ -94,11 +76,11 @@ function until(sup: ChildSupervisor, pred: (s: SupervisorStatus) => boolean, wha
 }
 
 /** The child's output lines as logged, in order. */
-function output(c: Capture, child: string, stream?: 'stdout' | 'stderr'): Array<Record<string, unknown>> {
+function output(c: ReturnType<typeof capturingLogger>, child: string, stream?: 'stdout' | 'stderr'): Array<Record<string, unknown>> {
   return c.lines().filter((l) => l['event'] === 'child.output' && l['child'] === child && (stream === undefined || l['stream'] === stream));
 }
 
-function waitLine(c: Capture, child: string, text: string | RegExp): Promise<Record<string, unknown>> {
+function waitLine(c: ReturnType<typeof capturingLogger>, child: string, text: string | RegExp): Promise<Record<string, unknown>> {
   const match = (l: Record<string, unknown>) => (typeof text === 'string' ? l['line'] === text : text.test(String(l['line'])));
   return eventually(`output line ${String(text)} from ${child}`, () => output(c, child).find(match));
 }
@@ -117,13 +99,13 @@ function alive(pid: number): boolean {
 
 let tmp: string;
 let clock: FakeClock;
-let cap: Capture;
+let cap: ReturnType<typeof capturingLogger>;
 let running: ChildSupervisor[];
 
 beforeEach(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sepal-supervisor-'));
   clock = new FakeClock(1_700_000_000_000, () => 0.999);
-  cap = capture();
+  cap = capturingLogger();
   running = [];
 });
 
