@@ -12,6 +12,7 @@ import { execFile, spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { REPO, freePorts } from './hub.ts';
+import { flowerEnv as agentFlowerEnv } from '../../agent/flower/supernode.ts';
 
 // Self-contained on purpose (no import of the hub helpers): the demo and the end-to-end test use
 // this file without loading the hub, and it runs on any Node that runs vitest.
@@ -62,21 +63,12 @@ export async function ensureFlowerVenv(): Promise<string> {
 }
 
 /**
- * Environment for every Flower process: venv first on PATH (SuperLink and SuperNode spawn
- * `flower-superexec` by name), a private FLWR_HOME (installed FABs, SuperNode file store), no
- * telemetry (Flower phones home by default), unbuffered output, no .pyc files in the repo.
+ * Environment for every Flower process: the agent's own Flower environment (venv bin first on
+ * PATH — SuperLink and SuperNode spawn `flower-superexec` by name —, a private FLWR_HOME,
+ * telemetry off, unbuffered output), plus no .pyc files in the repo.
  */
 export function flowerEnv(flwrHome: string): NodeJS.ProcessEnv {
-  const venv = flowerVenvDir();
-  return {
-    ...process.env,
-    PATH: `${path.join(venv, 'bin')}${path.delimiter}${process.env['PATH'] ?? ''}`,
-    VIRTUAL_ENV: venv,
-    FLWR_HOME: flwrHome,
-    FLWR_TELEMETRY_ENABLED: '0',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-  };
+  return { ...agentFlowerEnv(process.env, flwrHome, flowerBin('flwr')), VIRTUAL_ENV: flowerVenvDir(), PYTHONDONTWRITEBYTECODE: '1' };
 }
 
 export function stripAnsi(s: string): string {
