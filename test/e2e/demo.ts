@@ -3,7 +3,8 @@
 // organisations whose agents enroll through the device flow and run their SuperNodes, one
 // federated-averaging run of a small linear model, and a status table at the end. Everything it
 // started is stopped when it ends, fails or is interrupted (Ctrl-C). Runs in ~2 minutes.
-import { Federation, waitUntil } from './federation.ts';
+import { Federation } from './federation.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { parseLinregResult } from '../helpers/flower.ts';
 
 const ORGS = [{ org: 'hospital-a', user: 'alice' }, { org: 'hospital-b', user: 'bob' }] as const;
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
   await waitUntil('SuperNodes online', 120_000, async () => {
     const list = (await fed.flowerNodes()).filter((f) => ids.includes(f.nodeId));
     return list.length === ids.length && list.every((f) => f.status === 'online') ? true : undefined;
-  }, 1000);
+  }, { intervalMs: 1000 });
   say('flwr supernode list: both SuperNodes are online');
 
   step(4, TOTAL, `flwr run: ${ROUNDS} rounds of federated averaging (certificates live ${LIFETIME_S} s and rotate meanwhile)`);

@@ -6,7 +6,8 @@
 // give, certificates (60 s lifetime) rotate during the run, and revoking one node unregisters it
 // from the SuperLink and stops its SuperNode while the other keeps working.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Federation, waitUntil, type AgentProc } from './federation.ts';
+import { Federation, type AgentProc } from './federation.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { python3Available, referenceResult, parseLinregResult } from '../helpers/flower.ts';
 
 const ORGS = [{ org: 'hospital-a', user: 'alice' }, { org: 'hospital-b', user: 'bob' }] as const;

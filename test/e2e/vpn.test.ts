@@ -16,7 +16,7 @@ import path from 'node:path';
 import { cli, freePorts, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
 import { enrollWithToken, startAgent, writeStandInSupernode, type RunningAgent } from '../helpers/agent.ts';
 import { createNetPair, netnsUnavailable, type NetPair } from '../helpers/netns.ts';
-import { waitUntil } from './federation.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const why = netnsUnavailable();
 if (why !== null) console.warn(`vpn e2e: skipped: ${why}`);
@@ -112,7 +112,7 @@ beforeAll(async () => {
   server = pair.spawnIn(pair.server.ns, ['openvpn', '--suppress-timestamps', '--cd', outDir, '--config', 'server.conf', '--script-security', '2', '--client-connect', hook]);
   server.stdout?.setEncoding('utf8').on('data', (s: string) => { serverLog += s; });
   server.stderr?.setEncoding('utf8').on('data', (s: string) => { serverLog += s; });
-  await waitUntil('the OpenVPN server', 20_000, () => (serverLog.includes('Initialization Sequence Completed') ? true : undefined), 100);
+  await waitUntil('the OpenVPN server', 20_000, () => (serverLog.includes('Initialization Sequence Completed') ? true : undefined), { intervalMs: 100 });
 
   // The organisation's manifest: the VPN profile the agent renders its client from.
   const manifest = path.join(work, 'manifest.json');

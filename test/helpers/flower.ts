@@ -12,6 +12,7 @@ import { execFile, spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { REPO, freePorts } from './hub.ts';
+import { waitUntil } from './wait.ts';
 import { flowerEnv as agentFlowerEnv } from '../../agent/flower/supernode.ts';
 
 // Self-contained on purpose (no import of the hub helpers): the demo and the end-to-end test use
@@ -302,18 +303,6 @@ export async function runFlower(bin: string, args: readonly string[], opts: { en
   return { code, signal, timedOut, stdout: stripAnsi(stdout), stderr: stripAnsi(stderr) };
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined, failFast?: () => string | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const failure = failFast?.();
-    if (failure !== undefined) throw new Error(`${what}: ${failure}`);
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
-
 function tcpOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
@@ -380,10 +369,10 @@ export async function startSuperlink(opts: { dir: string; tls: SuperlinkTls; por
   const child = spawnFlower(flowerBin('flower-superlink'), args, flowerEnv(path.join(opts.dir, 'flwr-home')), opts.dir);
   const all = [ports.serverAppIo, ports.fleet, ports.control];
   try {
-    await waitFor('flower-superlink to listen', opts.readyTimeoutMs ?? 60_000, async () => {
+    await waitUntil('flower-superlink to listen', opts.readyTimeoutMs ?? 60_000, async () => {
       for (const port of all) if (!(await tcpOpen(port))) return undefined;
       return true;
-    }, () => (child.running() ? undefined : `exited early (${JSON.stringify(child.exitInfo())}):\n${tail(child.logs())}`));
+    }, { failFast: () => (child.running() ? undefined : `exited early (${JSON.stringify(child.exitInfo())}):\n${tail(child.logs())}`) });
   } catch (e) {
     await child.stop(1000);
     throw e;
@@ -586,7 +575,7 @@ export async function unregisterSupernode(superlink: Pick<Superlink, 'dir' | 'co
 export async function waitForSupernodes(superlink: Pick<Superlink, 'dir' | 'controlAddress' | 'tls'>, nodeIds: readonly string[], status: string, timeoutMs = 60_000): Promise<SupernodeInfo[]> {
   let last: SupernodeInfo[] = [];
   try {
-    return await waitFor(`supernodes ${nodeIds.join(', ')} to be ${status}`, timeoutMs, async () => {
+    return await waitUntil(`supernodes ${nodeIds.join(', ')} to be ${status}`, timeoutMs, async () => {
       last = await supernodeList(superlink);
       return nodeIds.every((id) => last.some((n) => n.nodeId === id && n.status === status)) ? last : undefined;
     });
@@ -647,8 +636,8 @@ export async function startSupernode(opts: SupernodeOptions): Promise<Supernode>
   const args = supernodeArgs({ fleetAddress: opts.superlink.fleetAddress, ca: opts.superlink.tls.ca, privateKey: opts.privateKey, clientAppIoAddress, nodeConfig });
   const child = spawnFlower(flowerBin('flower-supernode'), args, flowerEnv(path.join(opts.dir, 'flwr-home')), opts.dir);
   try {
-    await waitFor('flower-supernode ClientAppIo API', opts.readyTimeoutMs ?? 60_000, async () => (await tcpOpen(port)) ? true : undefined,
-      () => (child.running() ? undefined : `exited early (${JSON.stringify(child.exitInfo())}):\n${tail(child.logs())}`));
+    await waitUntil('flower-supernode ClientAppIo API', opts.readyTimeoutMs ?? 60_000, async () => (await tcpOpen(port)) ? true : undefined,
+      { failFast: () => (child.running() ? undefined : `exited early (${JSON.stringify(child.exitInfo())}):\n${tail(child.logs())}`) });
   } catch (e) {
     await child.stop(1000);
     throw e;

@@ -18,6 +18,7 @@ import type { FlowerRegistration } from '../../hub/store/store.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
 import { flowerPublicKeyLine } from '../helpers/flower-key.ts';
 import { REPO, cli, client, freePorts, startTestHub, tempDir, unaryCall, type TestHub } from '../helpers/hub.ts';
+import { waitUntil } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const FLOWER_VERSION = FLOWER_CONTROL_API_VERSION; // what proto/flower/control.proto mirrors
@@ -104,21 +105,6 @@ async function startSuperlink(dir: string): Promise<Superlink> {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** Flower's own record of a node: its SQLite node table keeps the uint64 id as a signed int64. */
 function superlinkDbNode(database: string, flowerNodeId: string): { nodeId: string; status: string } | undefined {
   const db = new DatabaseSync(database, { readOnly: true });
@@ -144,7 +130,7 @@ describe.skipIf(SKIP !== null)(`hub and a real flower-superlink ${FLOWER_VERSION
     dir = tempDir('sepal-superlink-');
     superlink = await startSuperlink(dir);
     control = createControlClient({ address: superlink.controlAddress, caPem: fs.readFileSync(superlink.caFile), callTimeoutMs: 5000 });
-    await waitFor('the SuperLink\'s Control API', async () => {
+    await waitUntil('the SuperLink\'s Control API', 30_000, async () => {
       if (superlink.child.exitCode !== null) throw new Error(`flower-superlink exited: ${superlink.output()}`);
       return control.listNodes();
     }).catch((e: unknown) => {
@@ -180,7 +166,7 @@ describe.skipIf(SKIP !== null)(`hub and a real flower-superlink ${FLOWER_VERSION
   }
 
   function flowerState(nodeId: string, state: FlowerRegistration['state']): Promise<FlowerRegistration> {
-    return waitFor(`node ${nodeId} to be ${state}`, async () => {
+    return waitUntil(`node ${nodeId} to be ${state}`, 30_000, async () => {
       const f = (await hub.running.hub.ctx.store.getNode(nodeId))?.flower;
       return f?.state === state ? f : undefined;
     });
