@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import https from 'node:https';
 import { execFile } from 'node:child_process';
 import { loadAgentConfig } from '../config.ts';
-import { loadIdentity } from '../credentials/identity.ts';
+import { loadIdentity, type CurrentIdentity } from '../credentials/identity.ts';
 import { detectHost } from '../detect/index.ts';
 import { readNodeRecord, statePaths, type StatePaths } from '../enroll/store.ts';
 import { runOptions } from './run.ts';
@@ -48,6 +48,19 @@ function modeOk(file: string, max: number): boolean {
   return process.platform === 'win32' || (st !== undefined && (st.mode & 0o777 & ~max) === 0);
 }
 
+/** ca.pem against the root pinned at enrollment. Without it but with other roots is the normal
+ *  state after a root rotation: renewals only install roots the trusted ones vouched for. */
+export function caPinCheck(id: CurrentIdentity): Check {
+  const fingerprints = id.roots.map((r) => crypto.createHash('sha256').update(r.raw).digest('hex'));
+  const fix = 'enroll again (--force) with the fingerprint from the hub operator';
+  const current = fingerprints[0];
+  if (current === undefined) return { name: 'CA pin', ok: false, severity: 'fail', detail: 'ca.pem holds no root', fix };
+  const detail = fingerprints.includes(id.node.caSha256)
+    ? `root ${id.node.caSha256.slice(0, 16)}… is in ca.pem`
+    : `the federation root was rotated since enrollment: ca.pem holds root ${current.slice(0, 16)}…, pinned was ${id.node.caSha256.slice(0, 16)}…`;
+  return { name: 'CA pin', ok: true, severity: 'fail', detail, fix };
+}
+
 async function checks(paths: StatePaths, supernode: string, openvpn: string): Promise<Check[]> {
   const out: Check[] = [];
   const node = readNodeRecord(paths.nodeJson);
@@ -65,8 +78,7 @@ async function checks(paths: StatePaths, supernode: string, openvpn: string): Pr
   try {
     const id = loadIdentity(paths);
     caPem = id.caPem;
-    const pinned = id.roots.some((r) => crypto.createHash('sha256').update(r.raw).digest('hex') === node.caSha256);
-    out.push({ name: 'CA pin', ok: pinned, severity: 'fail', detail: pinned ? `root ${node.caSha256.slice(0, 16)}… is in ca.pem` : 'ca.pem does not hold the pinned root', fix: 'enroll again (--force) with the fingerprint from the hub operator' });
+    out.push(caPinCheck(id));
     const left = id.notAfter - Date.now();
     out.push({
       name: 'certificate', ok: left > 0, severity: 'fail',

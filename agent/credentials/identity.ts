@@ -1,13 +1,15 @@
 // The node's current TLS identity as the rotator holds it: key, certificate, chain and roots from
 // <state>/identity/, parsed and checked together. An identity that does not hang together (key and
-// certificate disagree, a chain that does not reach a root, a bundle without the pinned root, a
-// subject that is not the node's) is STATE_INVALID: the agent must not present it, let alone
-// rotate from it. An expired certificate is still an identity: the rotator reports it and retries.
+// certificate disagree, a chain that does not reach a root, a subject that is not the node's) is
+// STATE_INVALID: the agent must not present it, let alone rotate from it. An expired certificate
+// is still an identity: the rotator reports it and retries. ca.pem need not hold the root pinned
+// at enrollment (node.json caSha256): after a root rotation it holds the roots the old one vouched
+// for, and only checked renewals write it.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AgentError, ErrorCodes } from '../errors.ts';
-import { issuedBy, sha256Hex } from '../enroll/certificate.ts';
+import { issuedBy } from '../enroll/certificate.ts';
 import { pemBlocks } from '../enroll/der.ts';
 import { spkiDer } from '../enroll/keys.ts';
 import { IDENTITY_FILES, readNodeRecord, type NodeRecord, type StatePaths } from '../enroll/store.ts';
@@ -81,7 +83,6 @@ export function parseIdentity(t: IdentityText): CurrentIdentity {
   if (!spkiDer(crypto.createPublicKey(privateKey)).equals(spkiDer(leaf.publicKey))) {
     invalid(`${IDENTITY_FILES.tlsKey} and ${IDENTITY_FILES.tlsCert} are not a pair`);
   }
-  if (!roots.some((r) => sha256Hex(r.raw) === t.node.caSha256)) invalid(`${IDENTITY_FILES.ca} does not hold the pinned root ${t.node.caSha256}`);
   let child = leaf;
   for (const ca of chain) {
     if (!issuedBy(child, ca)) invalid(`${IDENTITY_FILES.chain}: "${child.subject}" is not signed by the next certificate`);

@@ -1,9 +1,11 @@
 // One rotation: a new P-256 key made here, a CSR, the Renew call, every check on the answer, and
 // the identity swapped in as a whole (store.ts installIdentity: a complete new identity dir, then
 // renames), with the Flower key and node.json carried over unchanged. Nothing is written unless
-// the returned certificate chains to the roots it came with (one of them the pinned root), is
-// valid now, allows clientAuth, names this node and organisation, and carries the new key; a
-// kill at any moment leaves the old pair or the new pair on disk, never one of each.
+// the returned certificate chains to a root it came with that the node trusts (one already in
+// ca.pem, or one such a root vouches for with a cross certificate: a root rotation), is valid
+// now, allows clientAuth, names this node and organisation, and carries the new key; ca.pem
+// becomes the trusted roots of the answer. A kill at any moment leaves the old pair or the new
+// pair on disk, never one of each.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -48,7 +50,7 @@ export function acceptRenewal(current: CurrentIdentity, res: RenewResult, key: K
     certificateDer: res.certificateDer,
     chainDer: res.chainDer,
     caBundleDer: res.caBundleDer,
-    pinnedRoot: current.node.caSha256,
+    anchors: current.roots.map((r) => r.raw),
     publicKey: key.publicKey,
     nodeId: current.node.nodeId,
     now,

@@ -1,12 +1,13 @@
 // Pinned first contact (like kubeadm's --discovery-token-ca-cert-hash): fetch the hub's CA bundle
-// over TLS trusting nothing, accept it only if its first certificate (the root) has the SHA-256
-// fingerprint the admin gave and every other certificate chains to that root, then trust that
-// root alone. Also the HTTPS GET every later step uses, with the trust it is handed.
+// over TLS trusting nothing, accept it only if one of its roots (self-signed CA certificates; the
+// active one first, two during a root rotation) has the SHA-256 fingerprint the admin gave and
+// every other certificate chains to one of its roots, then trust the pinned root alone. Also the
+// HTTPS GET every later step uses, with the trust it is handed.
 import https from 'node:https';
 import crypto from 'node:crypto';
 import { AgentError, ErrorCodes, UsageError } from '../errors.ts';
 import { AGENT_VERSION } from '../version.ts';
-import { bundleChainsTo, parseCertificate, sha256Hex } from './certificate.ts';
+import { bundleChainsTo, parseCertificate, selfSignedCa, sha256Hex } from './certificate.ts';
 import { derToPem, pemBlocks } from './der.ts';
 
 export interface HttpsGetRequest {
@@ -121,24 +122,24 @@ export async function fetchPinnedRoot(hub: URL, pin: string, deps: { get: HttpsG
   const ders = pemBlocks(res.body.toString('utf8'), 'CERTIFICATE');
   if (ders === null) throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} is not a PEM certificate bundle`);
   if (ders.length > MAX_BUNDLE_CERTS) throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} holds more than ${MAX_BUNDLE_CERTS} certificates`);
-  const rootDer = ders[0] as Buffer;
-  // Compare before parsing anything further: until the pin matches, the bundle is just bytes.
-  const actual = sha256Hex(rootDer);
-  if (!crypto.timingSafeEqual(Buffer.from(actual, 'hex'), Buffer.from(pin, 'hex'))) {
+  // Compare before parsing anything further: until the pin matches, the bundle is just bytes. The
+  // pin may name any root: during a root rotation the operator may hand out the old or the new one.
+  const expected = Buffer.from(pin, 'hex');
+  const rootDer = ders.find((d) => crypto.timingSafeEqual(Buffer.from(sha256Hex(d), 'hex'), expected));
+  if (rootDer === undefined) {
+    const actual = sha256Hex(ders[0] as Buffer);
     throw new AgentError(ErrorCodes.CA_FINGERPRINT_MISMATCH,
       `the hub's root CA has SHA-256 fingerprint ${actual}, but --ca-sha256 is ${pin}; nothing was written. ` +
       'Check the fingerprint with the hub operator (sepal-hub init prints it); a mismatch can mean you are not talking to your hub.',
       { detail: { expected: pin, actual } });
   }
   const certs = ders.map((d) => parseCertificate(d));
-  const root = certs[0];
-  if (certs.some((c) => c === null) || root === undefined || root === null) {
-    throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} holds a certificate that does not parse`);
-  }
+  if (certs.some((c) => c === null)) throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} holds a certificate that does not parse`);
   const parsed = certs as crypto.X509Certificate[];
-  if (!root.ca || !root.verify(root.publicKey)) throw new AgentError(ErrorCodes.DISCOVERY_INVALID, 'the pinned certificate is not a self-signed CA certificate');
-  if (!bundleChainsTo(parsed, root)) {
-    throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} holds a certificate that does not chain to the pinned root`);
+  const roots = parsed.filter(selfSignedCa);
+  if (!roots.some((r) => r.raw.equals(rootDer))) throw new AgentError(ErrorCodes.DISCOVERY_INVALID, 'the pinned certificate is not a self-signed CA certificate');
+  if (!bundleChainsTo(parsed, roots)) {
+    throw new AgentError(ErrorCodes.DISCOVERY_INVALID, `${url.href} holds a certificate that does not chain to a root of the bundle`);
   }
-  return Object.freeze({ der: rootDer, pem: derToPem(rootDer, 'CERTIFICATE'), fingerprint: actual });
+  return Object.freeze({ der: rootDer, pem: derToPem(rootDer, 'CERTIFICATE'), fingerprint: sha256Hex(rootDer) });
 }

@@ -1,5 +1,6 @@
 // X.509 checks the agent makes itself (node:crypto parses; these functions decide): a CA bundle
-// that must hang off the pinned root, and the certificate the hub issued to this node.
+// that must hang off its roots, which of the hub's roots to trust (the ones already trusted, and
+// new ones they vouch for with a cross certificate), and the certificate the hub issued to this node.
 import crypto from 'node:crypto';
 import { AgentError, ErrorCodes } from '../errors.ts';
 import { spkiDer } from './keys.ts';
@@ -23,11 +24,11 @@ export function issuedBy(child: crypto.X509Certificate, parent: crypto.X509Certi
   return parent.ca && child.checkIssued(parent) && child.verify(parent.publicKey);
 }
 
-/** True when every certificate in `bundle` is `root` itself or reaches it through other
+/** True when every certificate in `bundle` is one of `roots` or reaches one through other
  *  certificates of the bundle, each link a valid CA signature. */
-export function bundleChainsTo(bundle: readonly crypto.X509Certificate[], root: crypto.X509Certificate): boolean {
-  const reached = [root];
-  let pending = bundle.filter((c) => !c.raw.equals(root.raw));
+export function bundleChainsTo(bundle: readonly crypto.X509Certificate[], roots: readonly crypto.X509Certificate[]): boolean {
+  const reached = [...roots];
+  let pending = bundle.filter((c) => !roots.some((r) => c.raw.equals(r.raw)));
   for (let progress = true; progress && pending.length > 0;) {
     progress = false;
     const rest: crypto.X509Certificate[] = [];
@@ -44,16 +45,57 @@ export function bundleChainsTo(bundle: readonly crypto.X509Certificate[], root: 
   return pending.length === 0;
 }
 
+/** A CA certificate signed by its own key. */
+export function selfSignedCa(c: crypto.X509Certificate): boolean {
+  return issuedBy(c, c);
+}
+
 function validAt(c: crypto.X509Certificate, now: number): boolean {
   return c.validFromDate.getTime() <= now && now < c.validToDate.getTime();
+}
+
+function untrusted(message: string): never {
+  throw new AgentError(ErrorCodes.CLIENT_CERT_UNTRUSTED, message);
+}
+
+/** `cross` is a CA certificate, valid at `now`, for `root`'s name and key: whoever signed it
+ *  vouches for `root`. */
+function vouchesFor(cross: crypto.X509Certificate, root: crypto.X509Certificate, now: number): boolean {
+  return cross.ca && validAt(cross, now) && cross.subject === root.subject && spkiDer(cross.publicKey).equals(spkiDer(root.publicKey));
+}
+
+/**
+ * The roots of a CA bundle (self-signed CA certificates followed by cross certificates) to trust,
+ * in bundle order: those DER-equal to one of `anchors` (the roots trusted so far), and, applied
+ * transitively, those a cross certificate of the bundle, valid at `now`, issued by an accepted root,
+ * vouches for. That is how a root rotation reaches a node: the old root signs the new one. An
+ * anchor missing from the bundle is not returned (a retired root is dropped); a root nothing
+ * trusted vouches for is ignored. CLIENT_CERT_UNTRUSTED when no root is accepted.
+ */
+export function acceptedRoots(bundle: readonly crypto.X509Certificate[], anchors: readonly Buffer[], now: number): crypto.X509Certificate[] {
+  const roots = bundle.filter((c, i) => selfSignedCa(c) && bundle.findIndex((d) => d.raw.equals(c.raw)) === i);
+  const crosses = bundle.filter((c) => !selfSignedCa(c));
+  const accepted = new Set(roots.filter((r) => anchors.some((a) => a.equals(r.raw))));
+  for (let progress = true; progress;) {
+    progress = false;
+    for (const r of roots) {
+      if (accepted.has(r)) continue;
+      if (crosses.some((x) => vouchesFor(x, r, now) && [...accepted].some((a) => issuedBy(x, a)))) {
+        accepted.add(r);
+        progress = true;
+      }
+    }
+  }
+  if (accepted.size === 0) untrusted('the CA bundle the hub returned holds no root this node trusts (the pinned root, or one it vouches for with a cross certificate)');
+  return roots.filter((r) => accepted.has(r));
 }
 
 export interface IssuedCheck {
   readonly certificateDer: Buffer;
   readonly chainDer: readonly Buffer[];
   readonly caBundleDer: readonly Buffer[];
-  /** SHA-256 of the root pinned on the command line. */
-  readonly pinnedRoot: string;
+  /** DER of the roots trusted so far: the pinned root at enrollment, ca.pem's roots at renewal. */
+  readonly anchors: readonly Buffer[];
   readonly publicKey: crypto.KeyObject;
   readonly nodeId: string;
   readonly now: number;
@@ -62,23 +104,21 @@ export interface IssuedCheck {
 export interface IssuedCertificate {
   readonly leaf: crypto.X509Certificate;
   readonly chain: readonly crypto.X509Certificate[];
+  /** The accepted roots of the bundle (acceptedRoots): what ca.pem is to hold. */
   readonly roots: readonly crypto.X509Certificate[];
 }
 
-function untrusted(message: string): never {
-  throw new AgentError(ErrorCodes.CLIENT_CERT_UNTRUSTED, message);
-}
-
 /**
- * Checks what the hub returned from Enroll before anything is written: the leaf chains through
- * chain_der, in order, to a root of ca_bundle_der; that bundle holds the pinned root; the leaf
- * carries our public key, is valid now, allows clientAuth and names the node id as its CN.
+ * Checks what the hub returned from Enroll or Renew before anything is written: the leaf chains
+ * through chain_der, in order, to a root of ca_bundle_der that `anchors` make trusted
+ * (acceptedRoots); the leaf carries our public key, is valid now, allows clientAuth and names the
+ * node id as its CN.
  */
 export function checkIssuedCertificate(x: IssuedCheck): IssuedCertificate {
   const leaf = parseCertificate(x.certificateDer) ?? untrusted('the hub returned a certificate that does not parse');
   const chain = x.chainDer.map((d) => parseCertificate(d) ?? untrusted('the hub returned a chain certificate that does not parse'));
-  const roots = x.caBundleDer.map((d) => parseCertificate(d) ?? untrusted('the hub returned a root certificate that does not parse'));
-  if (!roots.some((r) => sha256Hex(r.raw) === x.pinnedRoot)) untrusted('the CA bundle the hub returned does not contain the pinned root');
+  const bundle = x.caBundleDer.map((d) => parseCertificate(d) ?? untrusted('the hub returned a CA bundle certificate that does not parse'));
+  const roots = acceptedRoots(bundle, x.anchors, x.now);
 
   let child = leaf;
   for (const ca of chain) {
@@ -88,7 +128,7 @@ export function checkIssuedCertificate(x: IssuedCheck): IssuedCertificate {
   }
   const top = child;
   if (!roots.some((r) => (r.raw.equals(top.raw) && chain.length > 0) || issuedBy(top, r))) {
-    untrusted('the certificate does not chain to a root of the returned CA bundle');
+    untrusted('the certificate does not chain to a trusted root of the returned CA bundle');
   }
 
   if (!spkiDer(leaf.publicKey).equals(spkiDer(x.publicKey))) untrusted('the certificate does not carry this host\'s public key');

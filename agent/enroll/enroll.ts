@@ -150,7 +150,7 @@ export async function enroll(opts: EnrollOptions, deps: EnrollDeps): Promise<Enr
       certificateDer: res.certificateDer,
       chainDer: res.chainDer,
       caBundleDer: res.caBundleDer,
-      pinnedRoot: root.fingerprint,
+      anchors: [root.der],
       publicKey: keys.tls.publicKey,
       nodeId: res.nodeId,
       now: now(),

@@ -13,7 +13,10 @@ import { spkiDer } from '../../agent/enroll/keys.ts';
 import { IDENTITY_FILES, realFs, statePaths, type StatePaths, type StoreFs } from '../../agent/enroll/store.ts';
 import { CertificateRotator, DEFAULT_MIN_RENEW_INTERVAL_MS, type RenewalResult, type RotationState } from '../../agent/credentials/rotator.ts';
 import type { CurrentIdentity } from '../../agent/credentials/identity.ts';
-import type { RenewFn, RenewResult } from '../../agent/credentials/rotate.ts';
+import { loadIdentity } from '../../agent/credentials/identity.ts';
+import { rotateOnce, type RenewFn, type RenewResult } from '../../agent/credentials/rotate.ts';
+import { derToPem, pemBlocks } from '../../agent/enroll/der.ts';
+import { caPinCheck } from '../../agent/cli/doctor.ts';
 import { DEFAULT_BACKOFF, backoffDelay, renewAt, type BackoffOptions } from '../../agent/credentials/schedule.ts';
 import {
   FLOWER_KEY, FLOWER_PUB, HOUR, answer, capturingLogger, createTestCa, csrSpki, enrollIdentity, newKey, nodeRecord, type TestCa,
@@ -512,13 +515,14 @@ describe('CertificateRotator: the swap, start-up and stop', () => {
     expect(() => h2.rotator.renewNow()).toThrow(TypeError);
   });
 
-  it('start() refuses a certificate for another node, and a ca.pem without the pinned root', () => {
+  it('start() refuses a certificate for another node, and a ca.pem whose roots the certificate does not chain to', () => {
     enrollIdentity(paths, ca, { ...nodeRecord(ca, NODE, ORG, T0) }, { notBefore: NB0(), notAfter: NA0() });
     const node = JSON.parse(fs.readFileSync(paths.nodeJson, 'utf8')) as Record<string, string>;
     fs.writeFileSync(paths.nodeJson, JSON.stringify({ ...node, nodeId: 'n-00000000000000c3' }));
     expect(() => harness().rotator.start()).toThrow(/not issued to node n-00000000000000c3/);
-    fs.writeFileSync(paths.nodeJson, JSON.stringify({ ...node, caSha256: foreign.fingerprint }));
-    expect(() => harness().rotator.start()).toThrow(/does not hold the pinned root/);
+    fs.writeFileSync(paths.nodeJson, JSON.stringify(node));
+    fs.writeFileSync(path.join(paths.identity, IDENTITY_FILES.ca), derToPem(foreign.rootDer, 'CERTIFICATE'));
+    expect(() => harness().rotator.start()).toThrow(expect.objectContaining({ code: ErrorCodes.STATE_INVALID }) as Error);
   });
 
   it('stop() cancels every timer and a call in flight; an answer arriving afterwards is not installed', async () => {
@@ -548,5 +552,100 @@ describe('CertificateRotator: the swap, start-up and stop', () => {
     await h.rotator.renewNow();
     expect(h.calls).toHaveLength(1);
     expect(h.states).toEqual(['scheduled', 'renewing', 'stopped']);
+  });
+});
+
+describe('root rotation: the roots a renewal installs', () => {
+  let newCa: TestCa;
+  /** The old root (`ca`) signs the new one: what the hub publishes while it rotates its root. */
+  let cross: Buffer;
+  const CROSS_VALIDITY = (): { notBefore: number; notAfter: number } => ({ notBefore: T0 - HOUR, notAfter: T0 + 30 * LIFETIME });
+  beforeAll(() => {
+    // Same federation, so the same root name as `ca`: only the keys tell the roots apart.
+    newCa = createTestCa(T0);
+    cross = ca.crossSign(newCa, CROSS_VALIDITY());
+  });
+
+  /** One rotateOnce from the identity on disk, against a hub issuing under `issuing` and sending `bundle`. */
+  function renew(issuing: TestCa, bundle: readonly Buffer[]): Promise<{ rootsChanged: boolean }> {
+    const now = clock.now();
+    return rotateOnce(loadIdentity(paths), {
+      paths,
+      now: () => clock.now(),
+      signal: new AbortController().signal,
+      renew: (csr) => Promise.resolve(answer(issuing, issuing.leaf({ spki: csrSpki(csr), nodeId: NODE, org: ORG, notBefore: now - BACKDATE, notAfter: now + LIFETIME }), bundle)),
+    });
+  }
+
+  function installedRoots(): string[] {
+    const ders = pemBlocks(fs.readFileSync(path.join(paths.identity, IDENTITY_FILES.ca), 'utf8'), 'CERTIFICATE') ?? [];
+    return ders.map((d) => crypto.hash('sha256', d, 'hex'));
+  }
+
+  async function refusal(p: Promise<unknown>): Promise<string> {
+    try {
+      await p;
+    } catch (e) {
+      if (e instanceof AgentError) return e.code;
+      throw e;
+    }
+    return 'ok';
+  }
+
+  it('the old root vouches for the new one: both are installed; when the hub retires the old root it is dropped; node.json keeps the enrollment pin', async () => {
+    enroll();
+    const nodeJson = fs.readFileSync(paths.nodeJson, 'utf8');
+    expect(caPinCheck(loadIdentity(paths))).toMatchObject({ ok: true, detail: expect.stringContaining('is in ca.pem') as string });
+
+    expect(await renew(ca, [ca.rootDer, newCa.rootDer, cross])).toEqual(expect.objectContaining({ rootsChanged: true }));
+    expect(installedRoots()).toEqual([ca.fingerprint, newCa.fingerprint]);
+    // The hub switches to an issuing CA under the new root; the bundle is unchanged.
+    expect(await renew(newCa, [newCa.rootDer, ca.rootDer, cross])).toEqual(expect.objectContaining({ rootsChanged: false }));
+    expect(installedRoots()).toEqual([ca.fingerprint, newCa.fingerprint]);
+
+    // The old root retired: a bundle holding the new root alone is accepted, since it is trusted now.
+    expect(await renew(newCa, [newCa.rootDer])).toEqual(expect.objectContaining({ rootsChanged: true }));
+    expect(installedRoots()).toEqual([newCa.fingerprint]);
+    expect(fs.readFileSync(paths.nodeJson, 'utf8')).toBe(nodeJson);
+    const id = loadIdentity(paths);
+    expect(id.node.caSha256).toBe(ca.fingerprint);
+    diskPair();
+    const pinCheck = caPinCheck(id);
+    expect(pinCheck.ok).toBe(true);
+    expect(pinCheck.detail).toMatch(/rotated since enrollment/);
+    expect(pinCheck.detail).toContain(newCa.fingerprint.slice(0, 16));
+
+    expect(await renew(newCa, [newCa.rootDer])).toEqual(expect.objectContaining({ rootsChanged: false }));
+    // The retired root is no longer trusted.
+    const before = snapshot();
+    expect(await refusal(renew(ca, [ca.rootDer]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    expect(snapshot()).toEqual(before);
+  });
+
+  it('a foreign root next to ours is not installed, and ca.pem stays byte for byte', async () => {
+    enroll();
+    const before = fs.readFileSync(path.join(paths.identity, IDENTITY_FILES.ca), 'utf8');
+    expect(await renew(ca, [ca.rootDer, foreign.rootDer])).toEqual(expect.objectContaining({ rootsChanged: false }));
+    expect(fs.readFileSync(path.join(paths.identity, IDENTITY_FILES.ca), 'utf8')).toBe(before);
+  });
+
+  const refused: Array<[string, () => [TestCa, Buffer[]]]> = [
+    ['a foreign root without a cross certificate, the leaf under it', () => [foreign, [ca.rootDer, foreign.rootDer]]],
+    ['a foreign root alone', () => [foreign, [foreign.rootDer]]],
+    ['the new root without a cross certificate', () => [newCa, [newCa.rootDer]]],
+    ['a cross certificate signed by an untrusted root', () => [newCa, [ca.rootDer, newCa.rootDer, foreign.rootDer, foreign.crossSign(newCa, CROSS_VALIDITY())]]],
+    ['an expired cross certificate', () => [newCa, [ca.rootDer, newCa.rootDer, ca.crossSign(newCa, { notBefore: T0 - 2 * HOUR, notAfter: T0 - HOUR })]]],
+    ['a cross certificate that is not a CA certificate', () => [newCa, [ca.rootDer, newCa.rootDer, ca.crossSign(newCa, { ...CROSS_VALIDITY(), ca: false })]]],
+  ];
+
+  it.each(refused)('refused, nothing written: %s', async (_name, make) => {
+    enroll();
+    const [issuing, bundle] = make();
+    const before = snapshot();
+    const nodeJson = fs.readFileSync(paths.nodeJson, 'utf8');
+    expect(await refusal(renew(issuing, bundle))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    expect(snapshot()).toEqual(before);
+    expect(fs.readFileSync(paths.nodeJson, 'utf8')).toBe(nodeJson);
+    expect(leftovers()).toEqual([]);
   });
 });

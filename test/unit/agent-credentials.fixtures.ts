@@ -1,6 +1,7 @@
 // Fixtures for the agent-credentials unit tests (not a test file itself): a throwaway two-tier CA
 // made with the hub's own CA code, leaves issued from it for any key, name, organisation and
-// validity, and a state dir holding an enrolled identity.
+// validity, cross certificates between two such CAs' roots (a root rotation), and a state dir
+// holding an enrolled identity.
 import crypto from 'node:crypto';
 import { Writable } from 'node:stream';
 import { createCaMaterial } from '../../hub/ca/bootstrap.ts';
@@ -22,6 +23,9 @@ export interface TestCa {
   leaf(o: LeafOptions): Buffer;
   /** A leaf built by hand: any extended key usage. */
   leafWithEku(o: LeafOptions, eku: string): Buffer;
+  /** A cross certificate for `other`'s root (its name and key) signed by this root, as a root
+   *  rotation makes one (old root signs new); `ca: false` makes it an end-entity certificate. */
+  crossSign(other: TestCa, validity: { notBefore: number; notAfter: number; ca?: boolean }): Buffer;
 }
 
 export interface LeafOptions {
@@ -35,6 +39,7 @@ export interface LeafOptions {
 export function createTestCa(now: number, federationId = 'fed-test'): TestCa {
   const m = createCaMaterial({ hostnames: ['localhost'], federationId, now: new Date(now) });
   const rootDer = new crypto.X509Certificate(m.rootCert).raw;
+  const rootKey = crypto.createPrivateKey(m.rootKey);
   const issuingCert = new crypto.X509Certificate(m.issuingCert);
   const issuingKey = crypto.createPrivateKey(m.issuingKey);
   const issuer = new LeafIssuer({ cert: issuingCert, certDer: issuingCert.raw, key: issuingKey });
@@ -57,6 +62,24 @@ export function createTestCa(now: number, federationId = 'fed-test'): TestCa {
         spkiDer: o.spki,
         extensions: [basicConstraintsExt(false), keyUsageExt([KeyUsageBit.digitalSignature]), extKeyUsageExt([eku]), subjectKeyIdExt(keyIdFromSpki(o.spki)), authorityKeyIdExt(info.keyId)],
       }, issuingKey);
+    },
+    crossSign: (other, v) => {
+      const subject = caInfo(other.rootDer);
+      const spki = spkiDer(new crypto.X509Certificate(other.rootDer).publicKey);
+      return buildCertificate({
+        serial: randomSerial(),
+        issuerName: caInfo(rootDer).subjectName,
+        subjectName: subject.subjectName,
+        notBefore: new Date(v.notBefore),
+        notAfter: new Date(v.notAfter),
+        spkiDer: spki,
+        extensions: [
+          basicConstraintsExt(v.ca ?? true, 1),
+          keyUsageExt([KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
+          subjectKeyIdExt(subject.keyId),
+          authorityKeyIdExt(caInfo(rootDer).keyId),
+        ],
+      }, rootKey);
     },
   };
 }

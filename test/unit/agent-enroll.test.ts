@@ -22,6 +22,8 @@ import { createCaMaterial, type CaMaterial } from '../../hub/ca/bootstrap.ts';
 import { LeafIssuer, randomSerial } from '../../hub/ca/certificate.ts';
 import { parseAndVerifyCsr } from '../../hub/ca/csr.ts';
 import { checkFlowerPublicKey } from '../../hub/enroll/flower-key.ts';
+import { derToPem } from '../../agent/enroll/der.ts';
+import { HOUR, createTestCa } from './agent-credentials.fixtures.ts';
 
 let fed: CaMaterial;
 let issuer: LeafIssuer;
@@ -211,6 +213,55 @@ describe('enroll', () => {
   it('without --token and without an IdP at the hub: ENROLLMENT_UNAVAILABLE', async () => {
     const e = await failure(enroll(options({ enrollmentToken: undefined }), harness().deps));
     expect(e.code).toBe(ErrorCodes.ENROLLMENT_UNAVAILABLE);
+  });
+
+  it('during a root rotation the pin may be either root; ca.pem holds the pinned root and what it vouches for, never more', async () => {
+    const now = Date.now();
+    const oldCa = createTestCa(now, 'fed-a');
+    const newCa = createTestCa(now, 'fed-a');
+    const cross = oldCa.crossSign(newCa, { notBefore: now - HOUR, notAfter: now + 24 * HOUR });
+    const pem = (ders: readonly Buffer[]): string => ders.map((d) => derToPem(d, 'CERTIFICATE')).join('');
+    /** A hub serving the rotation's /ca.pem and issuing under the new root with bundle [old, new, cross]. */
+    const rotatingHub = (): { deps: EnrollDeps; anchors: string[] } => {
+      const h = harness();
+      const anchors: string[] = [];
+      const get: HttpsGet = (req) => (req.url.pathname === '/ca.pem'
+        ? Promise.resolve({ status: 200, body: Buffer.from(pem([newCa.rootDer, oldCa.rootDer, cross, newCa.issuingDer])) })
+        : h.deps.get(req));
+      const enrollRpc: EnrollRpc = (_address, rootPem, call) => {
+        anchors.push(rootPem);
+        const leaf = newCa.leaf({ spki: parseAndVerifyCsr(call.csrDer).spkiDer, nodeId: 'n-0000000000000001', org: 'org-a', notBefore: now - 60_000, notAfter: now + 24 * HOUR });
+        return Promise.resolve({
+          nodeId: 'n-0000000000000001', org: 'org-a', certificateDer: leaf, chainDer: [newCa.issuingDer], caBundleDer: [oldCa.rootDer, newCa.rootDer, cross],
+          notAfterUnixMs: now + 24 * HOUR, manifest: null,
+        });
+      };
+      return { deps: { ...h.deps, get, enrollRpc }, anchors };
+    };
+    const caPem = (): string => fs.readFileSync(path.join(statePaths(stateDir).identity, 'ca.pem'), 'utf8');
+
+    // Pinned to the new root: the old one is not reachable from it.
+    const pinnedNew = rotatingHub();
+    await enroll(options({ caSha256: newCa.fingerprint }), pinnedNew.deps);
+    expect(pinnedNew.anchors).toEqual([pem([newCa.rootDer])]);
+    expect(caPem()).toBe(pem([newCa.rootDer]));
+    expect(readNodeRecord(statePaths(stateDir).nodeJson)?.caSha256).toBe(newCa.fingerprint);
+
+    // Pinned to the old root: it vouches for the new one, which issued the certificate.
+    const pinnedOld = rotatingHub();
+    await enroll(options({ caSha256: oldCa.fingerprint, force: true }), pinnedOld.deps);
+    expect(pinnedOld.anchors).toEqual([pem([oldCa.rootDer])]);
+    expect(caPem()).toBe(pem([oldCa.rootDer, newCa.rootDer]));
+    expect(readNodeRecord(statePaths(stateDir).nodeJson)?.caSha256).toBe(oldCa.fingerprint);
+  });
+
+  it('a CA bundle without the pinned root or a root it vouches for is CLIENT_CERT_UNTRUSTED; nothing stored', async () => {
+    const h = harness();
+    const foreign = createTestCa(Date.now(), 'fed-b');
+    const enrollRpc: EnrollRpc = async (address, rootPem, call, signal) => ({ ...await h.deps.enrollRpc(address, rootPem, call, signal), caBundleDer: [foreign.rootDer] });
+    const e = await failure(enroll(options(), { ...h.deps, enrollRpc }));
+    expect(e.code).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    expect(fs.existsSync(stateDir)).toBe(false);
   });
 
   it('device flow: the access token goes to the hub; Ctrl-C while waiting is CANCELLED and writes nothing', async () => {

@@ -1,6 +1,7 @@
 // What the agent trusts and when: the --ca-sha256 pin (normalisation, the first contact that checks
-// it, the bundle that must hang off the pinned root), the pinned HTTPS client against real TLS
-// servers on loopback, and the checks on the certificate the hub issues.
+// it, the bundle that must hang off its roots), the pinned HTTPS client against real TLS servers on
+// loopback, which roots of a CA bundle a node accepts across a root rotation, and the checks on the
+// certificate the hub issues.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import crypto from 'node:crypto';
 import https from 'node:https';
@@ -10,10 +11,12 @@ import { AgentError, UsageError } from '../../agent/errors.ts';
 import {
   colonHex, fetchPinnedRoot, httpsGet, hubResource, normalizeFingerprint, parseHubUrl, type HttpsGet, type HttpsGetRequest,
 } from '../../agent/enroll/bootstrap.ts';
-import { checkIssuedCertificate, type IssuedCheck } from '../../agent/enroll/certificate.ts';
+import { acceptedRoots, checkIssuedCertificate, type IssuedCheck } from '../../agent/enroll/certificate.ts';
+import { derToPem } from '../../agent/enroll/der.ts';
 import { createCaMaterial, type CaMaterial } from '../../hub/ca/bootstrap.ts';
 import { LeafIssuer, randomSerial } from '../../hub/ca/certificate.ts';
 import { buildCertificate, basicConstraintsExt, extKeyUsageExt, nameDer, OID } from '../../hub/ca/x509.ts';
+import { HOUR, createTestCa, type TestCa } from './agent-credentials.fixtures.ts';
 
 function ca(name = 'fed-a'): CaMaterial {
   return createCaMaterial({ hostnames: ['localhost', '127.0.0.1'], federationId: name, now: new Date() });
@@ -101,16 +104,37 @@ describe('fetchPinnedRoot (first contact)', () => {
     expect(e.message).toContain(sha256(der(other.rootCert)));
   });
 
-  it('the pin is checked against the first certificate only', async () => {
-    // Our root second, behind a foreign one: still a mismatch.
-    const e = await codeOf(fetchPinnedRoot(HUB, pin, stubGet(other.rootCert + fed.rootCert)));
-    expect(e.code).toBe(ErrorCodes.CA_FINGERPRINT_MISMATCH);
+  it('the pin may name any root of the bundle, not only the first; the pinned root alone is returned', async () => {
+    const root = await fetchPinnedRoot(HUB, pin, stubGet(other.rootCert + fed.rootCert + fed.issuingCert));
+    expect(root.der).toEqual(der(fed.rootCert));
+    expect(root.pem).toBe(fed.rootCert);
   });
 
   it('a bundle holding a certificate that does not chain to the pinned root is refused', async () => {
     const e = await codeOf(fetchPinnedRoot(HUB, pin, stubGet(fed.rootCert + fed.issuingCert + other.issuingCert)));
     expect(e.code).toBe(ErrorCodes.DISCOVERY_INVALID);
     expect(e.message).toMatch(/does not chain/);
+  });
+
+  it('a root rotation in progress: the pin may be either root; cross certificates and both issuing CAs chain', async () => {
+    const now = Date.now();
+    const oldCa = createTestCa(now);
+    const newCa = createTestCa(now);
+    const cross = oldCa.crossSign(newCa, { notBefore: now - HOUR, notAfter: now + 24 * HOUR });
+    // The active (new) root first, as the hub serves it.
+    const body = [newCa.rootDer, oldCa.rootDer, cross, newCa.issuingDer, oldCa.issuingDer].map((d) => derToPem(d, 'CERTIFICATE')).join('');
+    expect((await fetchPinnedRoot(HUB, oldCa.fingerprint, stubGet(body))).der).toEqual(oldCa.rootDer);
+    expect((await fetchPinnedRoot(HUB, newCa.fingerprint, stubGet(body))).der).toEqual(newCa.rootDer);
+
+    const mismatch = await codeOf(fetchPinnedRoot(HUB, pin, stubGet(body)));
+    expect(mismatch.code).toBe(ErrorCodes.CA_FINGERPRINT_MISMATCH);
+    expect(mismatch.message).toContain(newCa.fingerprint);
+    // The cross certificate carries the new root's name and key but is not a root.
+    expect((await codeOf(fetchPinnedRoot(HUB, sha256(cross), stubGet(body)))).code).toBe(ErrorCodes.DISCOVERY_INVALID);
+    // A certificate chaining to no root of the bundle spoils it, whichever root is pinned.
+    const stray = body + other.issuingCert;
+    expect((await codeOf(fetchPinnedRoot(HUB, oldCa.fingerprint, stubGet(stray)))).code).toBe(ErrorCodes.DISCOVERY_INVALID);
+    expect((await codeOf(fetchPinnedRoot(HUB, newCa.fingerprint, stubGet(stray)))).code).toBe(ErrorCodes.DISCOVERY_INVALID);
   });
 
   it('a pinned certificate that is not a self-signed CA is refused', async () => {
@@ -196,7 +220,7 @@ describe('checkIssuedCertificate', () => {
       certificateDer: leaf(),
       chainDer: [der(fed.issuingCert)],
       caBundleDer: [der(fed.rootCert)],
-      pinnedRoot: pin,
+      anchors: [der(fed.rootCert)],
       publicKey: key.publicKey,
       nodeId: NODE,
       now: Date.now(),
@@ -221,7 +245,7 @@ describe('checkIssuedCertificate', () => {
     expect(r.roots).toHaveLength(1);
   });
 
-  it('refuses: another key, another node id, a bundle without the pinned root, a broken chain', () => {
+  it('refuses: another key, another node id, a bundle without the anchor, a broken chain', () => {
     const otherKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
     expect(codeOfSync(() => check({ certificateDer: leaf({ spki: otherKey.export({ type: 'spki', format: 'der' }) }) }))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
     expect(codeOfSync(() => check({ nodeId: 'n-ffffffffffffffff' }))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
@@ -249,5 +273,82 @@ describe('checkIssuedCertificate', () => {
     }, issuingKey);
     expect(issuingCert.subject).toBe('CN=Sepal Issuing CA fed-a');
     expect(codeOfSync(() => check({ certificateDer: serverOnly }))).toBe(ErrorCodes.CLIENT_CERT_WRONG_USAGE);
+  });
+});
+
+describe('acceptedRoots (root rotation)', () => {
+  const NOW = Date.now();
+  const VALID = { notBefore: NOW - HOUR, notAfter: NOW + 30 * 24 * HOUR };
+  let oldCa: TestCa;
+  let newCa: TestCa;
+  let evil: TestCa;
+  /** old root signs new root: what the hub publishes during a root rotation. */
+  let cross: Buffer;
+
+  beforeAll(() => {
+    // The new root has the old one's name, as a rotated root may: only keys tell them apart.
+    oldCa = createTestCa(NOW);
+    newCa = createTestCa(NOW);
+    evil = createTestCa(NOW, 'fed-evil');
+    cross = oldCa.crossSign(newCa, VALID);
+  });
+
+  const x509 = (ders: readonly Buffer[]): crypto.X509Certificate[] => ders.map((d) => new crypto.X509Certificate(d));
+  const accepted = (bundle: readonly Buffer[], anchors: readonly Buffer[], now = NOW): string[] =>
+    acceptedRoots(x509(bundle), anchors, now).map((r) => sha256(r.raw));
+
+  it('a root the trusted root vouches for with a cross certificate is accepted alongside it, in bundle order', () => {
+    expect(accepted([newCa.rootDer, oldCa.rootDer, cross], [oldCa.rootDer])).toEqual([newCa.fingerprint, oldCa.fingerprint]);
+    expect(accepted([oldCa.rootDer, newCa.rootDer, cross], [oldCa.rootDer])).toEqual([oldCa.fingerprint, newCa.fingerprint]);
+  });
+
+  it('an anchor the bundle no longer holds is dropped (the old root retired)', () => {
+    expect(accepted([newCa.rootDer], [oldCa.rootDer, newCa.rootDer])).toEqual([newCa.fingerprint]);
+  });
+
+  it('trust does not flow backwards: anchored on the new root, the old root is not accepted', () => {
+    expect(accepted([oldCa.rootDer, newCa.rootDer, cross], [newCa.rootDer])).toEqual([newCa.fingerprint]);
+  });
+
+  it('is transitive: a root vouched for by a root vouched for by the anchor', () => {
+    const third = createTestCa(NOW, 'fed-third');
+    // The third root listed before the one that vouches for it: accepted only once that one is.
+    const bundle = [oldCa.rootDer, third.rootDer, newCa.rootDer, newCa.crossSign(third, VALID), cross];
+    expect(accepted(bundle, [oldCa.rootDer])).toEqual([oldCa.fingerprint, third.fingerprint, newCa.fingerprint]);
+  });
+
+  it('ignores a root nothing trusted vouches for: no cross certificate, one from an untrusted root, one for another key', () => {
+    expect(accepted([oldCa.rootDer, evil.rootDer], [oldCa.rootDer])).toEqual([oldCa.fingerprint]);
+    expect(accepted([oldCa.rootDer, newCa.rootDer, evil.rootDer, evil.crossSign(newCa, VALID)], [oldCa.rootDer])).toEqual([oldCa.fingerprint]);
+    // Same name as the vouched-for root, another key.
+    const impostor = createTestCa(NOW);
+    expect(accepted([oldCa.rootDer, impostor.rootDer, cross], [oldCa.rootDer])).toEqual([oldCa.fingerprint]);
+  });
+
+  it('a cross certificate must be valid now and a CA certificate', () => {
+    const expired = oldCa.crossSign(newCa, { notBefore: NOW - 2 * HOUR, notAfter: NOW - HOUR });
+    const future = oldCa.crossSign(newCa, { notBefore: NOW + HOUR, notAfter: NOW + 2 * HOUR });
+    const notCa = oldCa.crossSign(newCa, { ...VALID, ca: false });
+    for (const c of [expired, future, notCa]) {
+      expect(accepted([oldCa.rootDer, newCa.rootDer, c], [oldCa.rootDer])).toEqual([oldCa.fingerprint]);
+    }
+    expect(accepted([oldCa.rootDer, newCa.rootDer, cross], [oldCa.rootDer], VALID.notAfter)).toEqual([oldCa.fingerprint]);
+  });
+
+  it('no accepted root is CLIENT_CERT_UNTRUSTED', () => {
+    const codeOfSync = (fn: () => unknown): string => {
+      try {
+        fn();
+      } catch (e) {
+        if (e instanceof AgentError) return e.code;
+        throw e;
+      }
+      return 'ok';
+    };
+    expect(codeOfSync(() => accepted([evil.rootDer], [oldCa.rootDer]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    expect(codeOfSync(() => accepted([evil.rootDer, evil.crossSign(oldCa, VALID)], [oldCa.rootDer]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    // An anchor that is not a root (here a cross certificate) anchors nothing.
+    expect(codeOfSync(() => accepted([newCa.rootDer, cross], [cross]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
+    expect(codeOfSync(() => accepted([oldCa.rootDer], [oldCa.rootDer]))).toBe('ok');
   });
 });
