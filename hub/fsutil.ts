@@ -56,3 +56,32 @@ export function fsyncDir(dir: string): void {
     fs.closeSync(fd);
   }
 }
+
+const LOCK_STALE_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * Runs `fn` holding `lockFile` (created exclusively, removed after). Waits up to 10 s for another
+ * holder; a lock file older than 30 s is taken to be left by a crashed holder and removed, so
+ * `fn` must finish well within that.
+ */
+export async function withLockFile<T>(lockFile: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      fs.closeSync(fs.openSync(lockFile, 'wx', 0o600));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const age = Date.now() - (fs.statSync(lockFile, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > LOCK_STALE_MS) fs.rmSync(lockFile, { force: true });
+      else if (Date.now() > deadline) throw new Error(`lock ${lockFile} held for too long`);
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(lockFile, { force: true });
+  }
+}

@@ -21,7 +21,7 @@ import { buildHttpServer } from './http/server.ts';
 import type { AdminAuthenticator } from './http/admin.ts';
 import { createLogger, type Logger } from './log.ts';
 import { HubMetrics } from './metrics.ts';
-import { loadAuthority } from './service/authority.ts';
+import { loadAuthority, type Authority } from './service/authority.ts';
 import type { HubContext } from './service/context.ts';
 import { CrlPublisher } from './service/crl.ts';
 import { ChangeFeed } from './service/feed.ts';
@@ -43,20 +43,26 @@ export interface OpenHub {
   readonly crl: CrlPublisher;
   readonly manifests: ManifestService;
   revoke(nodeId: string, actor: string): Promise<string[]>;
+  /** Re-reads the CA material and the server certificate from the data dir (after a `ca` step);
+   *  DATA_DIR_INVALID leaves the current one in place. */
+  reloadAuthority(): Authority;
   close(): Promise<void>;
 }
 
 export async function openHub(paths: HubPaths, opts: OpenHubOptions = {}): Promise<OpenHub> {
   const fileConfig = loadHubConfig(paths.config);
   const config = opts.override === undefined ? fileConfig : opts.override(structuredClone(fileConfig));
-  const authority = loadAuthority(paths);
+  let authority = loadAuthority(paths);
   const store = SqliteStore.open(paths.db);
   await store.migrate();
   const ctx: HubContext = {
     config,
     paths,
     store,
-    authority,
+    // Replaced as a whole by reloadAuthority (CA rotation); every use reads the current one.
+    get authority() {
+      return authority;
+    },
     log: opts.log ?? createLogger(),
     metrics: opts.metrics ?? new HubMetrics(),
     clock: opts.clock ?? Date.now,
@@ -68,6 +74,10 @@ export async function openHub(paths: HubPaths, opts: OpenHubOptions = {}): Promi
     crl,
     manifests,
     revoke: (nodeId, actor) => revokeNode(ctx, crl, nodeId, actor),
+    reloadAuthority: () => {
+      authority = loadAuthority(paths);
+      return authority;
+    },
     close: () => store.close(),
   };
 }
@@ -93,6 +103,7 @@ export interface RunningHub {
 }
 
 const FLOWER_WORK_EVENTS: ReadonlySet<string> = new Set(['node.enrolled', 'node.revoked', 'flower.registration_retried']);
+const CA_EVENTS: ReadonlySet<string> = new Set(['ca.prepared', 'ca.activated', 'ca.pruned', 'ca.server_renewed']);
 
 /** The SuperLink registrar for config.superlink, started; null when there is no such section. */
 function startRegistrar(ctx: HubContext): FlowerRegistrar | null {
@@ -145,7 +156,25 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
     if (registrar !== null) undo.push(() => registrar.stop());
 
     let grpcServer: RunningGrpcServer | null = null;
+    let httpsServer: { setSecureContext(o: { key: string; cert: string }): void } | null = null;
+    /** A `ca` step (from any process) changed ca/ or tls/: new connections get the new material. */
+    const reloadCa = async (seq: number): Promise<void> => {
+      try {
+        hub.reloadAuthority();
+      } catch (err) {
+        ctx.log.error({ err, event: 'ca.reload_failed', seq }, 'could not load the changed CA material; still serving the previous one');
+        return;
+      }
+      grpcServer?.reloadTls();
+      httpsServer?.setSecureContext({ key: ctx.authority.serverKeyPem, cert: ctx.authority.serverChainPem });
+      await hub.crl.refresh();
+      ctx.log.info({ event: 'ca.reloaded', seq, rootFingerprint: ctx.authority.rootFingerprint, issuerKeyId: ctx.authority.issuerKeyId }, 'CA material reloaded');
+    };
     const onChange = async (e: AuditEntry): Promise<void> => {
+      if (CA_EVENTS.has(e.event)) {
+        await reloadCa(e.seq);
+        return;
+      }
       // Enrollments, revocations and operator retries (from any process) may have queued work.
       if (registrar !== null && FLOWER_WORK_EVENTS.has(e.event)) registrar.kick();
       if (grpcServer === null || e.nodeId === null) {
@@ -195,6 +224,7 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
     });
     undo.push(() => http.close());
     await listenOrExplain(() => http.listen({ host: h.host, port: h.port }), h);
+    httpsServer = http.server as unknown as { setSecureContext(o: { key: string; cert: string }): void };
     listening = true;
     const addr = http.server.address();
     const httpsPort = typeof addr === 'object' && addr !== null ? addr.port : h.port;

@@ -30,6 +30,10 @@ const KNOWN_EVENTS: Readonly<Record<AuditEvent, true>> = {
   'flower.registration_retried': true,
   'vpn.server_config_written': true,
   'vpn.secret_fetched': true,
+  'ca.prepared': true,
+  'ca.activated': true,
+  'ca.pruned': true,
+  'ca.server_renewed': true,
 };
 
 export function isAuditEvent(v: unknown): v is AuditEvent {

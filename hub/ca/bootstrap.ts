@@ -8,7 +8,7 @@ import { DerReader } from './der.ts';
 import { decodePemBlocks, derToPem, pemToDerList } from './pem.ts';
 import { randomSerial } from './certificate.ts';
 import {
-  KeyUsageBit, OID, authorityKeyIdExt, basicConstraintsExt, buildCertificate, dnsName, extKeyUsageExt, ipName,
+  KeyUsageBit, OID, authorityKeyIdExt, basicConstraintsExt, buildCertificate, caInfo, dnsName, extKeyUsageExt, ipName,
   keyIdFromSpki, keyUsageExt, nameDer, subjectAltNameExt, subjectKeyIdExt,
 } from './x509.ts';
 
@@ -35,12 +35,6 @@ const BACKDATE_MS = 60_000;
 
 function configError(message: string, detail: Record<string, unknown>): never {
   throw new SepalError(ErrorCodes.CONFIG_INVALID, message, { detail });
-}
-
-function addYears(d: Date, years: number): Date {
-  const out = new Date(d.getTime());
-  out.setUTCFullYear(out.getUTCFullYear() + years);
-  return out;
 }
 
 /** 16 bytes of an IPv6 literal (no zone id); undefined when it is not one. */
@@ -81,10 +75,109 @@ export function hostGeneralName(host: string): Buffer {
   return dnsName(name);
 }
 
-function newKey(): { priv: crypto.KeyObject; spki: Buffer; keyId: Buffer; pem: string } {
+export interface CaKey {
+  readonly priv: crypto.KeyObject;
+  readonly spki: Buffer;
+  readonly keyId: Buffer;
+  /** PKCS#8 PEM. */
+  readonly pem: string;
+}
+
+/** A fresh EC P-256 key for a CA or a server certificate. */
+export function newCaKey(): CaKey {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   return { priv: privateKey, spki, keyId: keyIdFromSpki(spki), pem: privateKey.export({ type: 'pkcs8', format: 'pem' }) };
+}
+
+/** A CA key read back from its PKCS#8 PEM file. */
+export function caKeyFromPem(pem: string): CaKey {
+  const priv = crypto.createPrivateKey(pem);
+  const spki = crypto.createPublicKey(priv).export({ type: 'spki', format: 'der' });
+  return { priv, spki, keyId: keyIdFromSpki(spki), pem };
+}
+
+/** Subject names of the federation's CAs. `generation` (absent for what `init` makes) goes into an
+ *  OU so that CAs made by a rotation never share a name with the ones they replace. */
+export function caName(kind: 'root' | 'issuing', federationId: string, generation?: string): Buffer {
+  const cn = `Sepal ${kind === 'root' ? 'Root' : 'Issuing'} CA ${federationId}`;
+  return nameDer(generation === undefined ? [[OID.commonName, cn]] : [[OID.commonName, cn], [OID.organizationalUnitName, generation]]);
+}
+
+/** A signer of CA certificates: the root's key, its subject Name and key id. */
+export interface CaSigner {
+  readonly key: crypto.KeyObject;
+  readonly name: Buffer;
+  readonly keyId: Buffer;
+}
+
+export interface CaValidity {
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/** A self-signed root: may sign one level of CAs below it (pathLen 1). */
+export function buildRootCert(key: CaKey, name: Buffer, v: CaValidity): Buffer {
+  return buildCertificate({
+    serial: randomSerial(),
+    issuerName: name,
+    subjectName: name,
+    notBefore: v.notBefore,
+    notAfter: v.notAfter,
+    spkiDer: key.spki,
+    extensions: [
+      basicConstraintsExt(true, 1),
+      keyUsageExt([KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
+      subjectKeyIdExt(key.keyId),
+      authorityKeyIdExt(key.keyId),
+    ],
+  }, key.priv);
+}
+
+/** An issuing CA under `root`: signs leaves only (pathLen 0). */
+export function buildIssuingCert(root: CaSigner, key: { readonly spki: Buffer; readonly keyId: Buffer }, name: Buffer, v: CaValidity): Buffer {
+  return buildCertificate({
+    serial: randomSerial(),
+    issuerName: root.name,
+    subjectName: name,
+    notBefore: v.notBefore,
+    notAfter: v.notAfter,
+    spkiDer: key.spki,
+    extensions: [
+      basicConstraintsExt(true, 0),
+      keyUsageExt([KeyUsageBit.digitalSignature, KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
+      subjectKeyIdExt(key.keyId),
+      authorityKeyIdExt(root.keyId),
+    ],
+  }, root.key);
+}
+
+/** A cross certificate: the new root's name and key, signed by the old root. Whoever trusts the
+ *  old root reaches the new one through it (agents take the new root into their trust this way,
+ *  and TLS clients that know only the old root verify chains that end at the new one). */
+export function buildCrossCert(oldRoot: CaSigner, newRootCertDer: Buffer, v: CaValidity): Buffer {
+  const info = caInfo(newRootCertDer);
+  const spki = Buffer.from(new crypto.X509Certificate(newRootCertDer).publicKey.export({ type: 'spki', format: 'der' }));
+  return buildCertificate({
+    serial: randomSerial(),
+    issuerName: oldRoot.name,
+    subjectName: info.subjectName,
+    notBefore: v.notBefore,
+    notAfter: v.notAfter,
+    spkiDer: spki,
+    extensions: [
+      basicConstraintsExt(true, 1),
+      keyUsageExt([KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
+      subjectKeyIdExt(info.keyId),
+      authorityKeyIdExt(oldRoot.keyId),
+    ],
+  }, oldRoot.key);
+}
+
+export function addYears(d: Date, years: number): Date {
+  const out = new Date(d.getTime());
+  out.setUTCFullYear(out.getUTCFullYear() + years);
+  return out;
 }
 
 /** Root CA, issuing CA and hub server certificate with their keys, as PEM. */
@@ -112,41 +205,15 @@ export function createCaMaterial(opts: CreateCaOptions): CaMaterial {
   const start = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const notBefore = new Date(start.getTime() - BACKDATE_MS);
 
-  const root = newKey();
-  const rootName = nameDer([[OID.commonName, `Sepal Root CA ${federationId}`]]);
-  const rootDer = buildCertificate({
-    serial: randomSerial(),
-    issuerName: rootName,
-    subjectName: rootName,
-    notBefore,
-    notAfter: addYears(start, 10),
-    spkiDer: root.spki,
-    extensions: [
-      basicConstraintsExt(true, 1),
-      keyUsageExt([KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
-      subjectKeyIdExt(root.keyId),
-      authorityKeyIdExt(root.keyId),
-    ],
-  }, root.priv);
+  const root = newCaKey();
+  const rootName = caName('root', federationId);
+  const rootDer = buildRootCert(root, rootName, { notBefore, notAfter: addYears(start, 10) });
 
-  const issuing = newKey();
-  const issuingName = nameDer([[OID.commonName, `Sepal Issuing CA ${federationId}`]]);
-  const issuingDer = buildCertificate({
-    serial: randomSerial(),
-    issuerName: rootName,
-    subjectName: issuingName,
-    notBefore,
-    notAfter: addYears(start, 3),
-    spkiDer: issuing.spki,
-    extensions: [
-      basicConstraintsExt(true, 0),
-      keyUsageExt([KeyUsageBit.digitalSignature, KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
-      subjectKeyIdExt(issuing.keyId),
-      authorityKeyIdExt(root.keyId),
-    ],
-  }, root.priv);
+  const issuing = newCaKey();
+  const issuingName = caName('issuing', federationId);
+  const issuingDer = buildIssuingCert({ key: root.priv, name: rootName, keyId: root.keyId }, issuing, issuingName, { notBefore, notAfter: addYears(start, 3) });
 
-  const server = newKey();
+  const server = newCaKey();
   const serverDer = buildCertificate({
     serial: randomSerial(),
     issuerName: issuingName,

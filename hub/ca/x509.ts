@@ -11,6 +11,7 @@ import { ErrorCodes, isSepalError } from '../errors.ts';
 export const OID = {
   commonName: '2.5.4.3',
   organizationName: '2.5.4.10',
+  organizationalUnitName: '2.5.4.11',
   subjectKeyIdentifier: '2.5.29.14',
   keyUsage: '2.5.29.15',
   subjectAltName: '2.5.29.17',
@@ -173,6 +174,8 @@ export interface CaInfo {
   readonly subjectName: Buffer;
   /** The CA's subjectKeyIdentifier (or, when it has none, the RFC 5280 method 1 key id). */
   readonly keyId: Buffer;
+  /** The authorityKeyIdentifier's keyIdentifier (the signer's key id); null when absent. */
+  readonly authorityKeyId: Buffer | null;
 }
 
 const caInfoCache = new WeakMap<Buffer, CaInfo>();
@@ -199,6 +202,7 @@ export function caInfo(certDer: Buffer): CaInfo {
     const extsEl = tbs.optional(0xa3);
     tbs.end();
     let keyId: Buffer | undefined;
+    let authorityKeyId: Buffer | undefined;
     if (extsEl !== undefined) {
       const wrapper = tbs.enter(extsEl);
       const exts = wrapper.sequence();
@@ -213,10 +217,17 @@ export function caInfo(certDer: Buffer): CaInfo {
           const r = new DerReader(value, ErrorCodes.INTERNAL);
           keyId = Buffer.from(r.octetString());
           r.end();
+        } else if (id === OID.authorityKeyIdentifier) {
+          const r = new DerReader(value, ErrorCodes.INTERNAL);
+          const aki = r.sequence();
+          r.end();
+          const kid = aki.optional(0x80);
+          if (kid !== undefined) authorityKeyId = Buffer.from(kid.content);
         }
       }
     }
-    info = { subjectName: Buffer.from(subject.raw), keyId: keyId ?? keyIdFromSpki(spki.raw) };
+    const ownKeyId = keyId ?? keyIdFromSpki(spki.raw);
+    info = { subjectName: Buffer.from(subject.raw), keyId: ownKeyId, authorityKeyId: authorityKeyId ?? null };
   } catch (e) {
     if (isSepalError(e)) throw new TypeError(`cannot read CA certificate: ${e.message}`);
     throw e;

@@ -10,6 +10,7 @@ import { cmdKeys } from './keys.ts';
 import { cmdAudit } from './audit.ts';
 import { cmdToken } from './token.ts';
 import { cmdVpn } from './vpn.ts';
+import { cmdCa } from './ca.ts';
 import { VERSION } from '../version.ts';
 
 const HELP = `sepal-hub ${VERSION} — certificate authority, manifest signer and agent API for Flower federations
@@ -31,6 +32,12 @@ Usage:
   sepal-hub keys rotate --data-dir DIR
   sepal-hub keys list --data-dir DIR [--json]
   sepal-hub audit verify --data-dir DIR [--json]
+  sepal-hub ca status --data-dir DIR [--json]
+  sepal-hub ca prepare-issuing --data-dir DIR [--root-key FILE] [--json]
+  sepal-hub ca prepare-root --data-dir DIR [--root-key FILE] [--new-root-key FILE] [--json]
+  sepal-hub ca activate --data-dir DIR [--force] [--json]
+  sepal-hub ca prune --data-dir DIR [--json]
+  sepal-hub ca renew-server --data-dir DIR [--hostname NAME[,NAME...]] [--json]
   sepal-hub vpn server-config --data-dir DIR --out DIR --name NAME[,NAME...] [--port 1194] [--proto udp|tcp]
                  [--network 10.8.0.0/24] [--push-route CIDR ...] [--key-ref default] [--csr FILE]
                  [--install-dir /etc/openvpn/server/sepal] [--cert-lifetime 365d] [--json]
@@ -51,6 +58,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'audit': return await cmdAudit(rest);
       case 'token': return await cmdToken(rest);
       case 'vpn': return await cmdVpn(rest);
+      case 'ca': return await cmdCa(rest);
       case '--version': case 'version':
         process.stdout.write(`${VERSION}\n`);
         return 0;

@@ -23,6 +23,8 @@ export interface GrpcServerOptions {
 export interface RunningGrpcServer {
   readonly port: number;
   readonly streams: ManifestStreams;
+  /** Serves ctx.authority's current server certificate and trust store to new connections. */
+  reloadTls(): void;
   /** Refuses new calls, ends streams, waits up to graceMs for calls in flight, then forces. */
   close(graceMs: number): Promise<void>;
 }
@@ -91,6 +93,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
   return {
     port,
     streams,
+    reloadTls: () => tlsServer.setSecureContext(secureContextOptions(ctx)),
     close: async (graceMs) => {
       shuttingDown = true;
       tlsServer.close();

@@ -1,69 +1,123 @@
-// The hub's online CA material, loaded from the data dir: the issuing CA (key + certificate)
-// and the root(s) agents trust. The root key is never read here: it can live offline.
+// The hub's online CA material, loaded from the data dir (ca-files.ts): the issuing CA that signs
+// new leaves, the issuing CAs still trusted (prepared and retired ones, during a rotation), the
+// roots agents trust and the cross certificates between them. The root key is never read here:
+// it can live offline.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { HubPaths } from '../datadir.ts';
 import { LeafIssuer, type IssuerMaterial } from '../ca/certificate.ts';
-import { pemToDerList } from '../ca/bootstrap.ts';
+import { derToPem, pemToDerList } from '../ca/pem.ts';
 import { SepalError, ErrorCodes } from '../errors.ts';
+import { currentDir, readCaSet, readPrivateKeyFile, type CaCert, type CaSet, type IssuingCa } from './ca-files.ts';
 
 export interface Authority {
+  readonly caSet: CaSet;
   readonly issuer: IssuerMaterial;
+  /** subjectKeyIdentifier of the active issuing CA, hex (recorded with every certificate). */
+  readonly issuerKeyId: string;
   readonly leafIssuer: LeafIssuer;
-  /** Intermediates from a leaf up to the root (exclusive), DER. */
+  /** Intermediates from a new leaf up to its root (exclusive), DER. */
   readonly chainDer: readonly Buffer[];
-  /** Trusted roots, DER (old and new together during a root rotation). */
+  /** Trusted roots, DER, the active root first (old and new together during a root rotation). */
   readonly rootsDer: readonly Buffer[];
-  /** PEM bundle served at /ca.pem and used as the TLS trust store: roots then issuing CA. */
+  /** What a node is told to trust (Credentials.ca_bundle_der): the roots, then cross certificates. */
+  readonly caBundleDer: readonly Buffer[];
+  /** PEM bundle served at /ca.pem and used as the TLS trust store: the roots (active first), then
+   *  every issuing CA still trusted (active, prepared, retired). No cross certificates: in a trust
+   *  store they would offer paths (new issuing → cross → old root) that break the old root's
+   *  path length; nodes get them in caBundleDer only, to take a new root into their trust. */
   readonly bundlePem: string;
+  /** SHA-256 of the active root: what `sepal-agent enroll --ca-sha256` pins. */
   readonly rootFingerprint: string;
+  /** Issuing CAs whose CRL the hub signs: active, prepared, retired. */
+  readonly crlIssuers: readonly IssuerMaterial[];
   readonly serverKeyPem: string;
-  /** The server certificate followed by the issuing CA. */
+  readonly serverCert: crypto.X509Certificate;
+  /** The server certificate followed by its issuing CA. */
   readonly serverChainPem: string;
+  /** The active issuing CA as PEM: what a server certificate it issued is sent with. */
+  readonly issuerPem: string;
 }
 
-function readPrivate(file: string): string {
-  const st = fs.statSync(file);
-  if ((st.mode & 0o077) !== 0) {
-    throw new SepalError(ErrorCodes.DATA_DIR_INVALID, `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); expected 0600`);
+function invalid(message: string): never {
+  throw new SepalError(ErrorCodes.DATA_DIR_INVALID, message);
+}
+
+function signedBy(child: CaCert | crypto.X509Certificate, parent: CaCert): boolean {
+  const c = child instanceof crypto.X509Certificate ? child : child.cert;
+  return c.checkIssued(parent.cert) && c.verify(parent.cert.publicKey);
+}
+
+function material(ca: IssuingCa): IssuerMaterial {
+  return { cert: ca.cert, certDer: ca.der, key: crypto.createPrivateKey(ca.keyPem) };
+}
+
+const pem = (ders: readonly Buffer[]): string => ders.map((d) => derToPem(d, 'CERTIFICATE')).join('');
+
+/** Checks how the CA set hangs together; DATA_DIR_INVALID naming the first thing that does not. */
+export function checkCaSet(set: CaSet): { rootOf: (ca: CaCert) => CaCert } {
+  for (const r of set.roots) {
+    if (!signedBy(r, r)) invalid(`ca/root.crt: ${r.cert.subject.replaceAll('\n', ', ')} is not a self-signed root`);
   }
-  return fs.readFileSync(file, 'utf8');
+  const rootOf = (ca: CaCert): CaCert => {
+    const root = set.roots.find((r) => r.keyId === ca.authorityKeyId && signedBy(ca, r));
+    if (root === undefined) invalid(`issuing CA ${ca.keyId} is not signed by any root in ca/root.crt`);
+    return root;
+  };
+  for (const ca of [set.active, ...(set.next === null ? [] : [set.next]), ...set.retired]) rootOf(ca);
+  for (const x of set.cross) {
+    if (!set.roots.some((r) => r.keyId === x.keyId && r.cert.publicKey.equals(x.cert.publicKey))) invalid(`ca/cross.crt: ${x.keyId} does not carry the key of a root in ca/root.crt`);
+    if (!set.roots.some((r) => r.keyId !== x.keyId && signedBy(x, r))) invalid(`ca/cross.crt: ${x.keyId} is not signed by another root in ca/root.crt`);
+  }
+  return { rootOf };
 }
 
 export function loadAuthority(paths: HubPaths): Authority {
-  let issuingPem: string, rootPem: string, serverPem: string, issuingKeyPem: string, serverKeyPem: string;
+  const set = readCaSet(paths);
+  const { rootOf } = checkCaSet(set);
+  let serverPem: string, serverKeyPem: string;
+  const tlsDir = currentDir(path.dirname(paths.serverCert));
   try {
-    issuingPem = fs.readFileSync(paths.issuingCert, 'utf8');
-    rootPem = fs.readFileSync(paths.rootCert, 'utf8');
-    serverPem = fs.readFileSync(paths.serverCert, 'utf8');
-    issuingKeyPem = readPrivate(paths.issuingKey);
-    serverKeyPem = readPrivate(paths.serverKey);
+    serverPem = fs.readFileSync(path.join(tlsDir, path.basename(paths.serverCert)), 'utf8');
+    serverKeyPem = readPrivateKeyFile(path.join(tlsDir, path.basename(paths.serverKey)));
   } catch (e) {
     if (e instanceof SepalError) throw e;
     throw new SepalError(ErrorCodes.DATA_DIR_INVALID, `data dir ${paths.dataDir} is incomplete: ${(e as NodeJS.ErrnoException).code ?? String(e)} (run sepal-hub init)`, { cause: e });
   }
-  const issuingDer = pemToDerList(issuingPem)[0];
-  if (issuingDer === undefined) throw new SepalError(ErrorCodes.DATA_DIR_INVALID, `${paths.issuingCert}: no certificate`);
-  const rootsDer = pemToDerList(rootPem);
-  const issuer: IssuerMaterial = {
-    cert: new crypto.X509Certificate(issuingDer),
-    certDer: issuingDer,
-    key: crypto.createPrivateKey(issuingKeyPem),
-  };
-  const root0 = rootsDer[0];
-  if (root0 === undefined) throw new SepalError(ErrorCodes.DATA_DIR_INVALID, `${paths.rootCert}: no certificate`);
-  if (!issuer.cert.verify(new crypto.X509Certificate(root0).publicKey)) {
-    throw new SepalError(ErrorCodes.DATA_DIR_INVALID, 'the issuing CA is not signed by the root CA');
+  const serverDer = pemToDerList(serverPem)[0];
+  if (serverDer === undefined) invalid(`${paths.serverCert}: no certificate`);
+  const serverCert = new crypto.X509Certificate(serverDer);
+
+  const issuing = [set.active, ...(set.next === null ? [] : [set.next]), ...set.retired];
+  const serverIssuer = issuing.find((c) => signedBy(serverCert, c));
+  if (serverIssuer === undefined) invalid(`${paths.serverCert} is not signed by a trusted issuing CA`);
+  let serverKeyMatches = false;
+  try {
+    serverKeyMatches = crypto.createPublicKey(crypto.createPrivateKey(serverKeyPem)).equals(serverCert.publicKey);
+  } catch {
+    // not a key: reported below
   }
-  const rootFingerprint = crypto.createHash('sha256').update(root0).digest('hex');
+  if (!serverKeyMatches) invalid(`${paths.serverKey} is not the key of ${paths.serverCert}`);
+
+  const activeRoot = rootOf(set.active);
+  const roots = [activeRoot, ...set.roots.filter((r) => r !== activeRoot)];
+  const rootsDer = Object.freeze(roots.map((r) => r.der));
+  const issuer = material(set.active);
   return Object.freeze({
+    caSet: set,
     issuer,
+    issuerKeyId: set.active.keyId,
     leafIssuer: new LeafIssuer(issuer),
-    chainDer: Object.freeze([issuingDer]),
-    rootsDer: Object.freeze(rootsDer),
-    bundlePem: rootPem.trimEnd() + '\n' + issuingPem.trimEnd() + '\n',
-    rootFingerprint,
+    chainDer: Object.freeze([set.active.der]),
+    rootsDer,
+    caBundleDer: Object.freeze([...rootsDer, ...set.cross.map((x) => x.der)]),
+    bundlePem: pem([...rootsDer, ...issuing.map((c) => c.der)]),
+    rootFingerprint: crypto.hash('sha256', activeRoot.der, 'hex'),
+    crlIssuers: Object.freeze([issuer, ...issuing.slice(1).map(material)]),
     serverKeyPem,
-    serverChainPem: serverPem.trimEnd() + '\n' + issuingPem.trimEnd() + '\n',
+    serverCert,
+    serverChainPem: derToPem(serverDer, 'CERTIFICATE') + pem([serverIssuer.der]),
+    issuerPem: pem([set.active.der]),
   });
 }

@@ -22,6 +22,7 @@ export interface HubContext {
 export interface IssuedCredentials {
   readonly certDer: Buffer;
   readonly chainDer: readonly Buffer[];
+  /** The roots to trust, then cross certificates between them (Authority.caBundleDer). */
   readonly rootsDer: readonly Buffer[];
   readonly notAfter: number;
   readonly serial: string;

@@ -1,4 +1,4 @@
-// The CRL: signed by the issuing CA, served over HTTPS, written to the data dir and (config
+// The CRL: one per trusted issuing CA (one, except during a CA rotation), served over HTTPS, written to the data dir and (config
 // vpn.crlFile) to where the OpenVPN server's crl-verify reads it. Regenerated on every revocation
 // and before nextUpdate.
 //
@@ -10,37 +10,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { buildCrl, crlToPem } from '../ca/crl.ts';
 import { pemToDerList } from '../ca/pem.ts';
-import { writeFileAtomicSync } from '../fsutil.ts';
+import { withLockFile, writeFileAtomicSync } from '../fsutil.ts';
 import type { HubContext } from './context.ts';
 
 export interface CrlSnapshot {
+  /** The active issuing CA's CRL (served at /crl.der). */
   readonly der: Buffer;
+  /** Every issuing CA's CRL, the active one first (served at /crl.pem, written for OpenVPN). */
   readonly pem: string;
-}
-
-const LOCK_STALE_MS = 30_000;
-const LOCK_WAIT_MS = 10_000;
-
-async function withLock<T>(lockFile: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      fs.closeSync(fs.openSync(lockFile, 'wx', 0o600));
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // A holder that crashed leaves the file behind: steal a lock older than any CRL build.
-      const age = Date.now() - (fs.statSync(lockFile, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
-      if (age > LOCK_STALE_MS) fs.rmSync(lockFile, { force: true });
-      else if (Date.now() > deadline) throw new Error(`CRL lock ${lockFile} held for too long`);
-      else await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    fs.rmSync(lockFile, { force: true });
-  }
 }
 
 export class CrlPublisher {
@@ -59,19 +36,22 @@ export class CrlPublisher {
     const ctx = this.#ctx;
     const file = ctx.paths.crlPem;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-    return withLock(`${file}.lock`, async () => {
+    return withLockFile(`${file}.lock`, async () => {
       const now = ctx.clock();
       const revoked = await ctx.store.listRevokedCerts(now);
       const thisUpdate = now - 60_000;
       const nextUpdate = now + ctx.config.crl.lifetimeSeconds * 1000;
-      const der = buildCrl(ctx.authority.issuer, {
+      // One CRL per trusted issuing CA, the active one first. Each lists every revoked serial:
+      // serials are random and a CRL only speaks for certificates of its own issuer, so listing
+      // another issuer's serials is harmless and needs no record of who issued what.
+      const ders = ctx.authority.crlIssuers.map((issuer) => buildCrl(issuer, {
         revoked: revoked.map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revokedAt) })),
         thisUpdate: new Date(thisUpdate),
         nextUpdate: new Date(nextUpdate),
         // Increasing across processes: writers are serialised by the lock and use the clock.
         crlNumber: BigInt(now),
-      });
-      const snap: CrlSnapshot = { der, pem: crlToPem(der) };
+      }));
+      const snap: CrlSnapshot = { der: ders[0]!, pem: ders.map(crlToPem).join('') };
       writeFileAtomicSync(file, snap.pem, 0o644);
       this.#writeVpnCopy(snap.pem);
       this.#thisUpdate = thisUpdate;

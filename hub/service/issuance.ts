@@ -13,6 +13,7 @@ interface Minted {
   readonly creds: IssuedCredentials;
   readonly fingerprint: string;
   readonly notBefore: number;
+  readonly issuerKeyId: string;
 }
 
 function mint(ctx: HubContext, csr: Buffer | string, nodeId: string, org: string): Minted {
@@ -31,7 +32,8 @@ function mint(ctx: HubContext, csr: Buffer | string, nodeId: string, org: string
     serial: randomSerial(),
   });
   return {
-    creds: { certDer: issued.der, chainDer: ctx.authority.chainDer, rootsDer: ctx.authority.rootsDer, notAfter, serial: issued.serialHex },
+    creds: { certDer: issued.der, chainDer: ctx.authority.chainDer, rootsDer: ctx.authority.caBundleDer, notAfter, serial: issued.serialHex },
+    issuerKeyId: ctx.authority.issuerKeyId,
     fingerprint: issued.fingerprint,
     notBefore,
   };
@@ -58,7 +60,7 @@ export async function enrollNode(ctx: HubContext, input: EnrollInput): Promise<{
   const m = mint(ctx, input.csr, nodeId, org);
   const node = await ctx.store.enrollNode(
     { id: nodeId, org, name: input.name, facts: input.facts, flowerPublicKey: input.flowerPublicKey },
-    { serial: m.creds.serial, nodeId, org, kind: 'enroll', notBefore: m.notBefore, notAfter: m.creds.notAfter, fingerprint: m.fingerprint, der: m.creds.certDer },
+    { serial: m.creds.serial, nodeId, org, kind: 'enroll', notBefore: m.notBefore, notAfter: m.creds.notAfter, fingerprint: m.fingerprint, der: m.creds.certDer, issuerKeyId: m.issuerKeyId },
     { event: 'node.enrolled', actor: input.actor, nodeId, org, detail: { ...input.detail, serial: m.creds.serial, name: input.name } },
     ctx.clock(),
     input.claim,
@@ -74,7 +76,7 @@ export async function renewCertificate(ctx: HubContext, peer: PeerIdentity, csr:
   const t0 = performance.now();
   const m = mint(ctx, csr, peer.nodeId, peer.org);
   await ctx.store.recordRenewal(
-    { serial: m.creds.serial, nodeId: peer.nodeId, org: peer.org, kind: 'renew', notBefore: m.notBefore, notAfter: m.creds.notAfter, fingerprint: m.fingerprint, der: m.creds.certDer },
+    { serial: m.creds.serial, nodeId: peer.nodeId, org: peer.org, kind: 'renew', notBefore: m.notBefore, notAfter: m.creds.notAfter, fingerprint: m.fingerprint, der: m.creds.certDer, issuerKeyId: m.issuerKeyId },
     { event: 'cert.renewed', actor: `node:${peer.nodeId}`, nodeId: peer.nodeId, org: peer.org, detail: { serial: m.creds.serial, previous: peer.serial } },
     ctx.clock(),
   );

@@ -165,6 +165,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX nodes_by_flower_key ON nodes (flower_public_key) WHERE flower_public_key IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'issuing CA per certificate',
+    sql: `
+      -- Which issuing CA signed the certificate (hex of its subjectKeyIdentifier), so a retired
+      -- issuing CA is kept until the last certificate it signed has expired (sepal-hub ca prune).
+      -- NULL: issued before this version, by the issuing CA of \`init\` (the only one then).
+      ALTER TABLE certs ADD COLUMN issuer_key_id TEXT
+        CHECK (issuer_key_id IS NULL OR (length(issuer_key_id) BETWEEN 2 AND 128 AND issuer_key_id NOT GLOB '*[^0-9a-f]*'));
+      CREATE INDEX certs_by_issuer_expiry ON certs (issuer_key_id, not_after);
+    `,
+  },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS = `

@@ -216,7 +216,8 @@ function prepareAll(db: DatabaseSync) {
                          flower_last_error_message = NULL, flower_next_attempt_at = ?, flower_since = ?
                        WHERE id = ? AND flower_state IN ('pending', 'registered')`),
 
-    certInsert: q(`INSERT INTO certs (${CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`),
+    certInsert: q(`INSERT INTO certs (${CERT_COLS}, issuer_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)`),
+    certLastExpiryForIssuer: q('SELECT max(not_after) FROM certs WHERE issuer_key_id = ? OR issuer_key_id IS NULL'),
     certGet: q(`SELECT ${CERT_COLS} FROM certs WHERE serial = ?`),
     certAccept: q(`SELECT ${prefixed('c', CERT_COLS)}, ${prefixed('n', NODE_COLS)}
                    FROM certs c LEFT JOIN nodes n ON n.id = c.node_id WHERE c.serial = ?`),
@@ -375,7 +376,7 @@ export class SqliteStore implements Store {
   #insertCert(cert: NewCert, now: number): void {
     try {
       this.#s.certInsert.run(cert.serial, cert.nodeId, cert.org, cert.kind, cert.notBefore, cert.notAfter, cert.fingerprint,
-        cert.der, now);
+        cert.der, now, cert.issuerKeyId ?? null);
     } catch (e) {
       if (isUniqueViolation(e)) throw new SepalError(ErrorCodes.ALREADY_EXISTS, `certificate serial ${cert.serial} already recorded`);
       throw e;
@@ -573,6 +574,13 @@ export class SqliteStore implements Store {
     return settle(() => {
       const r = getRow(this.#s.certGet, serial);
       return r === undefined ? null : certAt(r, 0);
+    });
+  }
+
+  lastCertExpiryForIssuer(issuerKeyId: string): Promise<number | null> {
+    return settle(() => {
+      const v = getRow(this.#s.certLastExpiryForIssuer, issuerKeyId.toLowerCase())?.[0];
+      return typeof v === 'number' ? v : null;
     });
   }
 

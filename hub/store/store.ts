@@ -118,7 +118,11 @@ export type AuditEvent =
   | 'flower.registration_failed'
   | 'flower.registration_retried'
   | 'vpn.server_config_written'
-  | 'vpn.secret_fetched';
+  | 'vpn.secret_fetched'
+  | 'ca.prepared'
+  | 'ca.activated'
+  | 'ca.pruned'
+  | 'ca.server_renewed';
 
 /** What a caller asks to append; seq, time and hashes are filled in by the store. */
 export interface AuditInput {
@@ -164,6 +168,8 @@ export interface NewCert {
   readonly notAfter: number;
   readonly fingerprint: string;
   readonly der: Buffer;
+  /** Hex subjectKeyIdentifier of the issuing CA that signed it; absent in older callers/tests. */
+  readonly issuerKeyId?: string;
 }
 
 /** Builds the JWS for a node once the store has allocated its version (inside the transaction). */
@@ -228,6 +234,10 @@ export interface Store {
   getNode(id: string): Promise<NodeRecord | null>;
   listNodes(filter?: { readonly org?: string }): Promise<NodeRecord[]>;
   getCert(serial: string): Promise<CertRecord | null>;
+  /** The latest notAfter of any certificate (revoked or not) signed by the issuing CA with this
+   *  key id, counting certificates recorded without one (issued before issuers were recorded);
+   *  null when there is none. Decides when a retired issuing CA may be pruned. */
+  lastCertExpiryForIssuer(issuerKeyId: string): Promise<number | null>;
   /** The certificate with this serial and its node, in one read (the mTLS hot path). */
   certAcceptance(serial: string): Promise<CertAcceptance>;
   /** Marks the node and all its certificates revoked; returns the revoked serials. Idempotent: a

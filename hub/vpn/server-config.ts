@@ -130,8 +130,9 @@ export interface CrlRefreshUnitOptions {
   readonly crlUrl: string;
 }
 
-/** A systemd service + timer that fetch the hub's CRL (for a VPN server on another host than the
- *  hub): download over TLS trusting only the federation CA, check the signature, swap atomically. */
+/** A systemd service + timer that fetch the hub's CA bundle and CRL (for a VPN server on another
+ *  host than the hub): download over TLS trusting only the federation CA, check the CRL's
+ *  signature, swap atomically. */
 export function renderCrlRefreshUnits(o: CrlRefreshUnitOptions): { service: string; timer: string } {
   if (!o.dir.startsWith('/') || /[\s"'\\$%`]/.test(o.dir)) throw new TypeError('dir must be an absolute path without spaces, quotes, $, % or backslashes');
   if (!/^https:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/.test(o.crlUrl)) throw new TypeError('crlUrl must be a plain https URL');
@@ -143,9 +144,11 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
-# Fetch trusting only the federation's CA, refuse anything that is not a CRL signed by it, then
-# replace crl.pem atomically (openvpn picks the new file up at its next TLS handshake).
-ExecStart=/bin/sh -euc 'curl --fail --silent --show-error --max-time 30 --proto =https --cacert "$0/ca.pem" --output "$0/.crl.pem.new" "$1" && openssl crl -in "$0/.crl.pem.new" -CAfile "$0/ca.pem" -noout && chmod 0644 "$0/.crl.pem.new" && mv -f "$0/.crl.pem.new" "$0/crl.pem"' ${o.dir} ${o.crlUrl}
+# Fetch the federation's CA bundle trusting only the current ca.pem (it changes when the hub's
+# CAs are rotated), then the CRL trusting that bundle; refuse anything that is not a CRL signed
+# by it; replace both files atomically. openvpn re-reads crl.pem at every TLS handshake; a new
+# ca.pem takes effect at its next restart (docs/operations.md, CA rotation).
+ExecStart=/bin/sh -euc 'curl --fail --silent --show-error --max-time 30 --proto =https --cacert "$0/ca.pem" --output "$0/.ca.pem.new" "$2" && openssl x509 -in "$0/.ca.pem.new" -noout && curl --fail --silent --show-error --max-time 30 --proto =https --cacert "$0/.ca.pem.new" --output "$0/.crl.pem.new" "$1" && openssl crl -in "$0/.crl.pem.new" -CAfile "$0/.ca.pem.new" -noout && chmod 0644 "$0/.ca.pem.new" "$0/.crl.pem.new" && mv -f "$0/.ca.pem.new" "$0/ca.pem" && mv -f "$0/.crl.pem.new" "$0/crl.pem"' ${o.dir} ${o.crlUrl} ${new URL('ca.pem', o.crlUrl).href}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=${o.dir}

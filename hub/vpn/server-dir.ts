@@ -73,7 +73,7 @@ export async function writeServerDir(ctx: HubContext, crl: CrlPublisher, o: Serv
   const files: Array<[string, string, number]> = [
     ['server.conf', renderServerConf(conf), 0o644],
     ['ca.pem', ctx.authority.bundlePem, 0o644],
-    ['server.crt', derToPem(cert.der, 'CERTIFICATE') + derToPem(ctx.authority.issuer.certDer, 'CERTIFICATE'), 0o644],
+    ['server.crt', derToPem(cert.der, 'CERTIFICATE') + ctx.authority.issuerPem, 0o644],
     ...(key === null ? [] : [['server.key', key.keyPem, 0o600] as [string, string, number]]),
     ['tls-crypt.key', tlsCrypt.text, 0o600],
     ['crl.pem', crlPem, 0o644],

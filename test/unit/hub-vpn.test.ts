@@ -153,10 +153,11 @@ describe('server.conf', () => {
 describe('CRL refresh units', () => {
   it('fetch over https trusting only the federation CA, verify, then rename into place', () => {
     const u = renderCrlRefreshUnits({ dir: '/etc/openvpn/server/sepal', crlUrl: 'https://hub.example.org:8444/crl.pem' });
-    expect(u.service).toContain('--cacert "$0/ca.pem"');
-    expect(u.service).toContain('openssl crl -in "$0/.crl.pem.new" -CAfile "$0/ca.pem" -noout');
-    expect(u.service).toContain('mv -f "$0/.crl.pem.new" "$0/crl.pem"');
-    expect(u.service).toContain("' /etc/openvpn/server/sepal https://hub.example.org:8444/crl.pem\n");
+    expect(u.service).toContain('--cacert "$0/ca.pem" --output "$0/.ca.pem.new" "$2"');
+    expect(u.service).toContain('--cacert "$0/.ca.pem.new" --output "$0/.crl.pem.new" "$1"');
+    expect(u.service).toContain('openssl crl -in "$0/.crl.pem.new" -CAfile "$0/.ca.pem.new" -noout');
+    expect(u.service).toContain('mv -f "$0/.ca.pem.new" "$0/ca.pem" && mv -f "$0/.crl.pem.new" "$0/crl.pem"');
+    expect(u.service).toContain("' /etc/openvpn/server/sepal https://hub.example.org:8444/crl.pem https://hub.example.org:8444/ca.pem\n");
     expect(u.service).toContain('ReadWritePaths=/etc/openvpn/server/sepal\n');
     expect(u.timer).toContain('OnUnitActiveSec=15min');
     expect(() => renderCrlRefreshUnits({ dir: 'relative', crlUrl: 'https://h/crl.pem' })).toThrow(TypeError);
