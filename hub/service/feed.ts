@@ -4,7 +4,10 @@
 import type { AuditEntry, Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
 
-const WATCHED = new Set(['node.enrolled', 'node.revoked', 'manifest.published', 'keys.rotated', 'flower.registration_retried']);
+const WATCHED = new Set([
+  'node.enrolled', 'node.revoked', 'manifest.published', 'keys.rotated', 'flower.registration_retried',
+  'ca.prepared', 'ca.activated', 'ca.pruned', 'ca.server_renewed',
+]);
 
 export class ChangeFeed {
   readonly #store: Store;
