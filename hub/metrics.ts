@@ -23,6 +23,10 @@ export class HubMetrics {
   });
   readonly flowerRegistrations = new Gauge({ name: 'sepal_hub_flower_registrations', help: 'Nodes by Flower registration state (pending, registered, unregister-pending, unregistered, failed)', labelNames: ['state'] as const, registers: [this.registry] });
   readonly crlNextUpdate = new Gauge({ name: 'sepal_hub_crl_next_update_timestamp_seconds', help: 'nextUpdate of the CRL being served', registers: [this.registry] });
+  readonly caNotAfter = new Gauge({
+    name: 'sepal_hub_ca_not_after_timestamp_seconds', help: 'notAfter of the hub\'s CA and server certificates, by role (root, issuing, server) and state (active, prepared, retired, trusted)',
+    labelNames: ['role', 'state', 'key_id'] as const, registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) {

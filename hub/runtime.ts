@@ -129,6 +129,21 @@ function startRegistrar(ctx: HubContext): FlowerRegistrar | null {
   return registrar;
 }
 
+/** sepal_hub_ca_not_after_timestamp_seconds from the CA material loaded now. */
+function exportCaMetrics(ctx: HubContext): void {
+  const cas = ctx.authority.caSet;
+  const g = ctx.metrics.caNotAfter;
+  g.reset();
+  const set = (role: string, state: string, keyId: string, cert: { validToDate: Date }): void => {
+    g.set({ role, state, key_id: keyId.slice(0, 16) }, cert.validToDate.getTime() / 1000);
+  };
+  for (const r of cas.roots) set('root', r.keyId === cas.active.authorityKeyId ? 'active' : 'trusted', r.keyId, r.cert);
+  set('issuing', 'active', cas.active.keyId, cas.active.cert);
+  if (cas.next !== null) set('issuing', 'prepared', cas.next.keyId, cas.next.cert);
+  for (const r of cas.retired) set('issuing', 'retired', r.keyId, r.cert);
+  set('server', 'active', ctx.authority.serverCert.serialNumber.toLowerCase(), ctx.authority.serverCert);
+}
+
 export function splitHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(':');
   let host = s.slice(0, i);
@@ -151,6 +166,7 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
       throw new SepalError(ErrorCodes.CONFIG_INVALID, `vpn.crlFile: the directory of ${vpnCrl} does not exist`, { detail: { path: 'vpn.crlFile' } });
     }
     await hub.crl.refresh();
+    exportCaMetrics(ctx);
 
     const registrar = startRegistrar(ctx);
     if (registrar !== null) undo.push(() => registrar.stop());
@@ -165,6 +181,7 @@ export async function serveHub(paths: HubPaths, opts: ServeOptions = {}): Promis
         ctx.log.error({ err, event: 'ca.reload_failed', seq }, 'could not load the changed CA material; still serving the previous one');
         return;
       }
+      exportCaMetrics(ctx);
       grpcServer?.reloadTls();
       httpsServer?.setSecureContext({ key: ctx.authority.serverKeyPem, cert: ctx.authority.serverChainPem });
       await hub.crl.refresh();
