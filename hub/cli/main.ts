@@ -18,18 +18,18 @@ const HELP = `sepal-hub ${VERSION} — certificate authority, manifest signer an
 Usage:
   sepal-hub init --data-dir DIR --hostname NAME[,NAME...] [--federation-id ID]
                  [--grpc-listen HOST:PORT] [--https-listen HOST:PORT]
-                 [--grpc-public-addr HOST:PORT] [--public-url URL] [--leaf-lifetime 24h]
+                 [--grpc-public-addr HOST:PORT] [--public-url URL] [--leaf-lifetime 24h] [--json]
   sepal-hub serve --data-dir DIR [--grpc-addr HOST:PORT] [--https-addr HOST:PORT] [--vpn-crl-file PATH]
                   [--log-level LEVEL]
   sepal-hub node list --data-dir DIR [--org ORG] [--json]
   sepal-hub node show ID --data-dir DIR [--json]
   sepal-hub node revoke ID --data-dir DIR
   sepal-hub node retry-registration ID --data-dir DIR [--json]
-  sepal-hub manifest publish (--node ID | --org ORG) --file manifest.json --data-dir DIR
+  sepal-hub manifest publish (--node ID | --org ORG) --file manifest.json --data-dir DIR [--json]
   sepal-hub token create --data-dir DIR --org ORG [--ttl 1h] [--uses 1] [--json]
   sepal-hub token list --data-dir DIR [--org ORG] [--json]
   sepal-hub token revoke ID --data-dir DIR
-  sepal-hub keys rotate --data-dir DIR
+  sepal-hub keys rotate --data-dir DIR [--json]
   sepal-hub keys list --data-dir DIR [--json]
   sepal-hub audit verify --data-dir DIR [--json]
   sepal-hub ca status --data-dir DIR [--json]
