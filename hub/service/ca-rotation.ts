@@ -12,10 +12,12 @@
 //                                    (their keys deleted), then roots no issuing CA hangs under any
 //                                    more, with their cross certificates.
 //
-// Nodes renew onto the new CA by themselves; a node that knew only the old root learns the new
-// one from a cross certificate signed by the old root, and until then verifies the hub's new
-// server certificate through that cross certificate. Each step is one directory swap
-// (ca-files.ts) followed by its audit entry; `serve` reloads on that entry.
+// Nodes renew onto the new CA by themselves. A new root reaches a node only through a cross
+// certificate the old root signed (in the bundle of every Enroll/Renew answer after prepare-root);
+// the hub's new server certificate hangs under the new root without any cross certificate in its
+// chain, so activate waits until every active node has renewed since the new root was published
+// (CA_NODES_NOT_RENEWED otherwise). Each step is one directory swap (ca-files.ts) followed by its
+// audit entry; `serve` reloads on that entry.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
