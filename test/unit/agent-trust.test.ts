@@ -56,6 +56,18 @@ beforeAll(() => {
   pin = sha256(der(fed.rootCert));
 });
 
+
+/** The AgentError code `fn` throws, or 'ok'. */
+function codeOfSync(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof AgentError) return e.code;
+    throw e;
+  }
+  return 'ok';
+}
+
 describe('the --ca-sha256 pin', () => {
   it('accepts hex with or without colons, in any case, with an optional sha256: prefix', () => {
     const hex = 'ab'.repeat(32);
@@ -228,16 +240,6 @@ describe('checkIssuedCertificate', () => {
     });
   }
 
-  function codeOfSync(fn: () => unknown): string {
-    try {
-      fn();
-    } catch (e) {
-      if (e instanceof AgentError) return e.code;
-      throw e;
-    }
-    return 'ok';
-  }
-
   it('accepts a leaf for our key, chained through the issuing CA to the pinned root', () => {
     const r = check();
     expect(r.leaf.subject).toContain(`CN=${NODE}`);
@@ -336,15 +338,6 @@ describe('acceptedRoots (root rotation)', () => {
   });
 
   it('no accepted root is CLIENT_CERT_UNTRUSTED', () => {
-    const codeOfSync = (fn: () => unknown): string => {
-      try {
-        fn();
-      } catch (e) {
-        if (e instanceof AgentError) return e.code;
-        throw e;
-      }
-      return 'ok';
-    };
     expect(codeOfSync(() => accepted([evil.rootDer], [oldCa.rootDer]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
     expect(codeOfSync(() => accepted([evil.rootDer, evil.crossSign(oldCa, VALID)], [oldCa.rootDer]))).toBe(ErrorCodes.CLIENT_CERT_UNTRUSTED);
     // An anchor that is not a root (here a cross certificate) anchors nothing.

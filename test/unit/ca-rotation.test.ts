@@ -7,8 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawnSync } from 'node:child_process';
 import { DatabaseSync } from 'node:sqlite';
 import { ErrorCodes } from '../../proto/errors.ts';
 import { buildCrossCert, createCaMaterial, newCaKey } from '../../hub/ca/bootstrap.ts';
@@ -24,8 +23,8 @@ import { activate, caStatus, prepareIssuing, prepareRoot, prune } from '../../hu
 import { initDataDir } from '../../hub/service/init.ts';
 import { enrollNode, renewCertificate } from '../../hub/service/issuance.ts';
 import { makeCsr, newKey } from '../helpers/csr.ts';
+import { cli } from '../helpers/hub.ts';
 
-const REPO = path.resolve(import.meta.dirname, '../..');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sepal-ca-rotation-'));
 const opened: OpenHub[] = [];
 afterAll(async () => {
@@ -670,17 +669,6 @@ describe('readers during a rotation', () => {
 });
 
 describe('sepal-hub ca (CLI)', () => {
-  const exec = promisify(execFile);
-  async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const r = await exec(process.execPath, [path.join(REPO, 'hub/cli/main.ts'), ...args], { encoding: 'utf8' });
-      return { code: 0, stdout: r.stdout, stderr: r.stderr };
-    } catch (e) {
-      const x = e as { code?: number; stdout?: string; stderr?: string };
-      return { code: typeof x.code === 'number' ? x.code : -1, stdout: x.stdout ?? '', stderr: x.stderr ?? '' };
-    }
-  }
-
   it('activate with nothing prepared exits 1 with CA_NOTHING_PREPARED; status --json after prepare-root lists every CA', async () => {
     const dir = path.join(work, `cli-${++seq}`);
     const init = await initDataDir(hubPaths(dir), { hostnames: ['localhost'] });
