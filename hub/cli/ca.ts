@@ -42,7 +42,7 @@ export async function cmdCa(argv: string[]): Promise<number> {
     case 'prepare-issuing':
       return withHub(paths, async (hub) => {
         const r = await prepareIssuing(hub, { actor: 'cli', rootKeyFile });
-        out(json ? JSON.stringify(r) : `Prepared issuing CA ${r.issuingKeyId} (valid until ${r.issuingNotAfter}); it is trusted and published now. ` +
+        out(json ? JSON.stringify(r) : `Prepared issuing CA ${r.issuingKeyId} (valid until ${r.issuingNotAfter}); it is trusted, and published by a running serve within a second. ` +
           'Update the OpenVPN server\'s ca.pem and crl.pem if it has its own copy, then run: sepal-hub ca activate');
         return 0;
       });

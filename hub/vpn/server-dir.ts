@@ -2,7 +2,8 @@
 // server.conf, ca.pem (what signs node certificates), a server certificate from the issuing CA
 // (with a key made here, or for a CSR made on the VPN host so its key never travels), the
 // tls-crypt key the hub keeps and hands to agents, the current CRL, and systemd units that keep
-// that CRL fresh from the hub's HTTPS side. Rerunning renews the certificate and keeps the key.
+// that CRL fresh from the hub's HTTPS side. Rerunning renews the certificate (with a new server.key
+// unless --csr is given) and keeps the tls-crypt key.
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomSerial } from '../ca/certificate.ts';
