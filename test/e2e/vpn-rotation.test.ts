@@ -1,9 +1,10 @@
 // CA rotation end to end with real OpenVPN 2.6 in two network namespaces of the test's own (the
-// set-up of test/e2e/vpn.test.ts): a running hub (`serve`, vpn.crlFile pointing at the OpenVPN
-// server's crl.pem), `sepal-hub ca ...` from separate CLI processes, an enrolled `sepal-agent run`
-// whose OpenVPN client runs in the client namespace, and short-lived "probe" clients (plain
-// `openvpn` with the identity of a node enrolled by the agent CLI) that present one chosen
-// certificate to the server and are stopped once the server has decided.
+// set-up of test/e2e/vpn.test.ts, shared in test/helpers/vpn-e2e.ts): a running hub (`serve`,
+// vpn.crlFile pointing at the OpenVPN server's crl.pem), `sepal-hub ca ...` from separate CLI
+// processes, an enrolled `sepal-agent run` whose OpenVPN client runs in the client namespace, and
+// short-lived "probe" clients (plain `openvpn` with the identity of a node enrolled by the agent
+// CLI) that present one chosen certificate to the server and are stopped once the server has
+// decided.
 //
 // What it shows, with the server's own log lines:
 //   - issuing rotation: after prepare-issuing the CRL copy holds two CRLs and OpenVPN loads both
@@ -26,18 +27,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { cli, freePorts, httpsRequest, metricValue, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
-import { enrollWithToken, runAgentCli, startAgent, writeStandInSupernode, type RunningAgent } from '../helpers/agent.ts';
+import { cli, httpsRequest, metricValue, type TestHub } from '../helpers/hub.ts';
+import { runAgentCli, type RunningAgent } from '../helpers/agent.ts';
 import { createNetPair, netnsUnavailable, type NetPair } from '../helpers/netns.ts';
 import { waitUntil } from '../helpers/wait.ts';
+import {
+  SERVER_TUN_IP, normSerial as norm, publishVpnManifest, readAgentStatus, recordConnectsHook, scrapeMetrics, startOpenVpnServer,
+  startVpnAgent, startVpnHub, tcpThroughTunnel, vpnWorkDir, writeVpnServerConfig, type Connect, type OpenVpnServer,
+} from '../helpers/vpn-e2e.ts';
 
 const why = netnsUnavailable();
 if (why !== null) console.warn(`vpn rotation e2e: skipped: ${why}`);
 
-const TUNNEL = '10.198.0.0/24';
-const SERVER_TUN_IP = '10.198.0.1';
 const ORG = 'org-vpn-rot';
 const MAIN_PORT = 1194;
 const PROBE_PORT = 1195;
@@ -76,7 +78,6 @@ function issuedBy(leaf: crypto.X509Certificate, ca: crypto.X509Certificate): boo
 }
 
 const sameCert = (a: crypto.X509Certificate, b: crypto.X509Certificate): boolean => a.fingerprint256 === b.fingerprint256;
-const norm = (serial: string): string => serial.replaceAll(':', '').toLowerCase().replace(/^0+/, '');
 const cn = (c: crypto.X509Certificate): string => /CN=(.*)/.exec(c.subject)?.[1] ?? '';
 
 interface CrlInfo {
@@ -124,22 +125,8 @@ interface CaStatus {
 
 // ---- the agent ----
 
-function status(): { state: string; cert: { serial: string } } | null {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(stateDir, 'status.json'), 'utf8')) as ReturnType<typeof status>;
-  } catch {
-    return null;
-  }
-}
-
-function scrape(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: metricsPort, path: '/metrics' }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (s: string) => { body += s; }).on('end', () => resolve(body));
-    }).on('error', reject);
-  });
-}
+const status = () => readAgentStatus(stateDir);
+const scrape = () => scrapeMetrics(metricsPort);
 
 const agentLeaf = (): crypto.X509Certificate => firstCert(path.join(stateDir, 'identity', 'tls.crt'));
 const agentRoots = (): crypto.X509Certificate[] => certsIn(path.join(stateDir, 'identity', 'ca.pem'));
@@ -192,55 +179,27 @@ function agentGone(): string | undefined {
 
 // ---- OpenVPN servers and probe clients ----
 
-interface Connect {
-  readonly at: number;
-  readonly cn: string;
-  readonly serial: string;
-}
-
-interface OvpnServer {
-  readonly child: ChildProcess;
+interface OvpnServer extends OpenVpnServer {
   readonly startedAt: number;
-  log(): string;
+  /** The clients this run of the server admitted. */
   connects(): Connect[];
-  stop(): Promise<void>;
 }
 
 /** Runs `openvpn --cd dir --config server.conf` in the server namespace with a client-connect hook
- *  that records "<unix ms> <CN> <serial>" of every admitted client in dir/connects.log. */
+ *  that records "<unix ms> <CN> <serial>" of every admitted client in dir/connects.log; its log
+ *  joins retiredServerLogs once stopped. */
 async function startServer(dir: string): Promise<OvpnServer> {
-  const connectsFile = path.join(dir, 'connects.log');
-  if (!fs.existsSync(connectsFile)) fs.writeFileSync(connectsFile, '');
-  // The server drops to nobody before it runs the hook.
-  fs.chmodSync(connectsFile, 0o666);
-  const hook = path.join(dir, 'record-connect.sh');
-  fs.writeFileSync(hook, `#!/bin/sh\necho "$(date +%s%3N) $common_name $tls_serial_hex_0" >> ${connectsFile}\nexit 0\n`, { mode: 0o755 });
-  let log = '';
+  const recorder = recordConnectsHook(dir);
   const startedAt = Date.now();
-  const child = pair.spawnIn(pair.server.ns, ['openvpn', '--suppress-timestamps', '--cd', dir, '--config', 'server.conf', '--script-security', '2', '--client-connect', hook]);
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => { log += s; });
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => { log += s; });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const gone = () => (child.exitCode !== null || child.signalCode !== null ? `openvpn server exited: ${log.slice(-2000)}` : undefined);
-  await waitUntil(`the OpenVPN server in ${dir}`, 20_000, () => (log.includes('Initialization Sequence Completed') ? true : undefined), { intervalMs: 100, failFast: gone });
+  const server = await startOpenVpnServer(pair, dir, recorder.openvpnArgs);
   return {
-    child,
+    child: server.child,
     startedAt,
-    log: () => log,
-    connects: () => fs.readFileSync(connectsFile, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => {
-      const [at, name, serial] = l.trim().split(' ');
-      return { at: Number(at), cn: name ?? '', serial: norm(serial ?? '') };
-    }).filter((c) => c.at >= startedAt),
+    log: server.log,
+    connects: () => recorder.connects().filter((c) => c.at >= startedAt),
     stop: async () => {
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, 'SIGTERM');
-        } catch {
-          // gone
-        }
-      }
-      await exited;
-      retiredServerLogs.push(log);
+      await server.stop();
+      retiredServerLogs.push(server.log());
     },
   };
 }
@@ -343,26 +302,6 @@ function show(label: string, v: Verdict): void {
   console.log(`${label}: ${v.verdict}\n  ${v.lines.map((l) => l.replace(/^\S+:\d+ /, '')).join('\n  ')}`);
 }
 
-async function tcpThroughTunnel(): Promise<string> {
-  const port = 7000 + Math.floor(Math.random() * 1000);
-  const listener = pair.spawnIn(pair.server.ns, [process.execPath, '-e', `require('node:net').createServer((s) => s.end('pong\\n')).listen(${port}, '${SERVER_TUN_IP}', () => console.log('listening'))`]);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      listener.stdout?.on('data', () => resolve());
-      listener.once('exit', (code) => reject(new Error(`listener exited ${String(code)}`)));
-    });
-    return pair.execIn(pair.client.ns, [process.execPath, '-e', `const s = require('node:net').connect(${port}, '${SERVER_TUN_IP}'); s.on('data', (d) => { process.stdout.write(d); process.exit(0); }); s.on('error', () => process.exit(2)); setTimeout(() => process.exit(3), 5000);`]);
-  } finally {
-    if (listener.pid !== undefined) {
-      try {
-        process.kill(-listener.pid, 'SIGTERM');
-      } catch {
-        // gone
-      }
-    }
-  }
-}
-
 /** A second server (port PROBE_PORT, its own tunnel network) with the main server's certificate,
  *  key and tls-crypt key but the given ca.pem and crl.pem. */
 async function startProbeServer(name: string, caPem: string, crlPem: string): Promise<OvpnServer> {
@@ -378,10 +317,7 @@ async function startProbeServer(name: string, caPem: string, crlPem: string): Pr
   return startServer(dir);
 }
 
-async function serverConfig(): Promise<void> {
-  const sc = await cli(['vpn', 'server-config', '--data-dir', hub.paths.dataDir, '--out', outDir, '--name', pair.server.ip, '--network', TUNNEL, '--install-dir', outDir]);
-  expect(sc.code, sc.stderr).toBe(0);
-}
+const serverConfig = (): Promise<void> => writeVpnServerConfig(hub, pair, outDir);
 
 // ---- state carried from one step to the next ----
 
@@ -396,58 +332,18 @@ let initialCaPem: string; // the VPN server's ca.pem before any rotation
 
 beforeAll(async () => {
   if (why !== null) return;
-  work = tempDir('sepal-vpn-rot-e2e-');
-  // The server drops to nobody: it must reach its files, the CRL and the hook's log.
-  fs.chmodSync(work, 0o755);
-  outDir = path.join(work, 'server');
-  fs.mkdirSync(outDir, { mode: 0o755 });
+  ({ work, outDir } = vpnWorkDir('sepal-vpn-rot-e2e-'));
   pair = createNetPair();
-  const [grpcPort, httpsPort, mPort] = await freePorts(3);
-  metricsPort = mPort ?? 0;
-  hub = await startTestHub({
-    configure: (c) => ({
-      ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort ?? 0}`, publicAddress: `localhost:${grpcPort ?? 0}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort ?? 0}`, publicUrl: `https://localhost:${httpsPort ?? 0}` },
-      certificates: { leafLifetimeSeconds: 60 },
-      vpn: { crlFile: path.join(outDir, 'crl.pem') },
-    }),
-  });
+  ({ hub, metricsPort } = await startVpnHub(path.join(outDir, 'crl.pem')));
   ca1 = activeIssuing();
   root1 = hubRoots()[0] as crypto.X509Certificate;
   await serverConfig();
   initialCaPem = fs.readFileSync(path.join(outDir, 'ca.pem'), 'utf8');
   main = await startServer(outDir);
 
-  const manifest = path.join(work, 'manifest.json');
-  fs.writeFileSync(manifest, JSON.stringify({
-    superlink: { address: `${SERVER_TUN_IP}:9092` },
-    supernode: { nodeConfig: {} },
-    vpn: { remotes: [{ host: pair.server.ip, port: MAIN_PORT, proto: 'udp' }], tlsCryptKeyRef: 'default', routes: [], superlinkAddress: `${SERVER_TUN_IP}:9092` },
-    privacy: { differentialPrivacy: { enabled: false }, secureAggregation: { enabled: false } },
-  }));
-  const pub = await cli(['manifest', 'publish', '--data-dir', hub.paths.dataDir, '--org', ORG, '--file', manifest]);
-  expect(pub.code, pub.stderr).toBe(0);
-
-  stateDir = path.join(work, 'agent');
-  await enrollWithToken(hub, ORG, stateDir, 'vpn-rotation');
+  await publishVpnManifest(hub, ORG, { file: path.join(work, 'manifest.json'), serverIp: pair.server.ip, port: MAIN_PORT, serverTunIp: SERVER_TUN_IP });
+  ({ agent, stateDir } = await startVpnAgent({ hub, org: ORG, name: 'vpn-rotation', work, pair, metricsPort }));
   agentNodeId = cn(agentLeaf());
-  const bin = path.join(work, 'bin');
-  const supernode = writeStandInSupernode(bin);
-  fs.writeFileSync(path.join(bin, 'openvpn-in-ns'), `#!/bin/sh\nexec ip netns exec ${pair.client.ns} openvpn "$@"\n`, { mode: 0o755 });
-  const runtimeDir = path.join(work, 'run');
-  fs.mkdirSync(runtimeDir, { mode: 0o700 });
-  agent = startAgent({
-    configFile: path.join(work, 'agent.json'),
-    config: {
-      runtimeDir,
-      openvpn: { command: path.join(bin, 'openvpn-in-ns') },
-      supernode: { command: supernode },
-      renewal: { backoffBaseMs: 500, backoffCapMs: 5000 },
-    },
-    stateDir,
-    metricsPort,
-  });
 }, 120_000);
 
 afterAll(async () => {
@@ -475,7 +371,7 @@ describe.skipIf(why !== null)('CA rotation with the agent\'s OpenVPN tunnel (rea
     await waitUntil('the server recorded the agent', 10_000, () => (main?.connects().some((c) => c.cn === agentNodeId) === true ? true : undefined));
     expect(issuedBy(agentLeaf(), ca1)).toBe(true);
     expect(crlsIn(path.join(outDir, 'crl.pem'))).toHaveLength(1);
-    expect(await tcpThroughTunnel()).toBe('pong\n');
+    expect(await tcpThroughTunnel(pair, SERVER_TUN_IP)).toBe('pong\n');
   }, 90_000);
 
   // ---- issuing CA rotation: same root, no server restart ----
@@ -562,7 +458,7 @@ describe.skipIf(why !== null)('CA rotation with the agent\'s OpenVPN tunnel (rea
     expect(r.gapS).toBeGreaterThan(0);
     expect(main?.child.pid).toBe(serverPid);
     expect(main?.child.exitCode).toBeNull();
-    expect(await tcpThroughTunnel()).toBe('pong\n');
+    expect(await tcpThroughTunnel(pair, SERVER_TUN_IP)).toBe('pong\n');
   }, 120_000);
 
   // ---- root rotation ----
@@ -616,7 +512,7 @@ describe.skipIf(why !== null)('CA rotation with the agent\'s OpenVPN tunnel (rea
     console.log(`VPN tunnel gap, agent renewal under the new root (server cert still under the old root): ${ren.gapS} s`);
     // The server's certificate is still the first one, under the old root.
     expect(issuedBy(firstCert(path.join(outDir, 'server.crt')), ca1)).toBe(true);
-    expect(await tcpThroughTunnel()).toBe('pong\n');
+    expect(await tcpThroughTunnel(pair, SERVER_TUN_IP)).toBe('pong\n');
 
     // Why the server needed the new root: the same server with its ca.pem from before the
     // rotation refuses a certificate under the new root; the main one (restarted with it) admits it.
@@ -639,7 +535,7 @@ describe.skipIf(why !== null)('CA rotation with the agent\'s OpenVPN tunnel (rea
     expect(issuedBy(firstCert(path.join(outDir, 'server.crt')), ca3)).toBe(true);
     const gap = await restartMain();
     console.log(`VPN tunnel gap, server restart with a server certificate under the new root: ${gap} s`);
-    expect(await tcpThroughTunnel()).toBe('pong\n');
+    expect(await tcpThroughTunnel(pair, SERVER_TUN_IP)).toBe('pong\n');
   }, 120_000);
 
   it('prune once the old leaves have expired: the agent keeps only the new root; the tunnel stays up', async () => {
@@ -663,6 +559,6 @@ describe.skipIf(why !== null)('CA rotation with the agent\'s OpenVPN tunnel (rea
     console.log(`VPN tunnel gap, agent renewal after prune (only the new root trusted): ${ren.gapS} s`);
     expect(sameCert(agentRoots()[0] as crypto.X509Certificate, root2)).toBe(true);
     expect(status()?.state).not.toBe('revoked');
-    expect(await tcpThroughTunnel()).toBe('pong\n');
+    expect(await tcpThroughTunnel(pair, SERVER_TUN_IP)).toBe('pong\n');
   }, 240_000);
 });
