@@ -12,9 +12,25 @@ const OPTIONS = {
   force: { type: 'boolean' },
 } as const;
 
+/** Flags beyond the common ones that each subcommand takes; any other is a usage error rather
+ *  than silently ignored (`ca prune --force` must not look as if it forced anything). */
+const OWN_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  'status': [],
+  'prepare-issuing': ['root-key'],
+  'prepare-root': ['root-key', 'new-root-key'],
+  'activate': ['force'],
+  'prune': [],
+  'renew-server': ['hostname'],
+};
+
 export async function cmdCa(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   const { values: v } = parse(rest, OPTIONS);
+  const own = sub === undefined ? undefined : OWN_FLAGS[sub];
+  if (own !== undefined) {
+    const extra = Object.keys(v).find((k) => !(k in COMMON) && !own.includes(k));
+    if (extra !== undefined) throw new UsageError(`ca ${sub}: --${extra} does not apply here`);
+  }
   const paths = pathsFrom(v);
   const json = v.json === true;
   const rootKeyFile = v['root-key'] ?? paths.rootKey;

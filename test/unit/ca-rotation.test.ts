@@ -677,6 +677,10 @@ describe('sepal-hub ca (CLI)', () => {
     expect(act.code, act.stderr).toBe(1);
     expect(act.stderr).toMatch(new RegExp(`^error ${ErrorCodes.CA_NOTHING_PREPARED}\\b`, 'm'));
     expect(act.stdout).toBe('');
+    // A flag of another subcommand is a usage error (exit 2), not silently ignored.
+    const wrongFlag = await cli(['ca', 'prune', '--force', '--data-dir', dir]);
+    expect(wrongFlag.code).toBe(2);
+    expect((await cli(['ca', 'status', '--root-key', 'x', '--data-dir', dir])).code).toBe(2);
 
     const prep = await cli(['ca', 'prepare-root', '--data-dir', dir, '--json']);
     expect(prep.code, prep.stderr).toBe(0);
