@@ -21,7 +21,7 @@ import { buildHttpServer } from './http/server.ts';
 import type { AdminAuthenticator } from './http/admin.ts';
 import { createLogger, type Logger } from './log.ts';
 import { HubMetrics } from './metrics.ts';
-import { loadAuthority, type Authority } from './service/authority.ts';
+import { caInventory, loadAuthority, type Authority } from './service/authority.ts';
 import type { HubContext } from './service/context.ts';
 import { CrlPublisher } from './service/crl.ts';
 import { ChangeFeed } from './service/feed.ts';
@@ -131,17 +131,11 @@ function startRegistrar(ctx: HubContext): FlowerRegistrar | null {
 
 /** sepal_hub_ca_not_after_timestamp_seconds from the CA material loaded now. */
 function exportCaMetrics(ctx: HubContext): void {
-  const cas = ctx.authority.caSet;
   const g = ctx.metrics.caNotAfter;
   g.reset();
-  const set = (role: string, state: string, keyId: string, cert: { validToDate: Date }): void => {
-    g.set({ role, state, key_id: keyId.slice(0, 16) }, cert.validToDate.getTime() / 1000);
-  };
-  for (const r of cas.roots) set('root', r.keyId === cas.active.authorityKeyId ? 'active' : 'trusted', r.keyId, r.cert);
-  set('issuing', 'active', cas.active.keyId, cas.active.cert);
-  if (cas.next !== null) set('issuing', 'prepared', cas.next.keyId, cas.next.cert);
-  for (const r of cas.retired) set('issuing', 'retired', r.keyId, r.cert);
-  set('server', 'active', ctx.authority.serverCert.serialNumber.toLowerCase(), ctx.authority.serverCert);
+  for (const e of caInventory(ctx.authority)) {
+    if (e.role !== 'cross') g.set({ role: e.role, state: e.state, key_id: e.keyId.slice(0, 16) }, e.cert.validToDate.getTime() / 1000);
+  }
 }
 
 export function splitHostPort(s: string): { host: string; port: number } {

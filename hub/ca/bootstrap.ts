@@ -152,9 +152,9 @@ export function buildIssuingCert(root: CaSigner, key: { readonly spki: Buffer; r
   }, root.key);
 }
 
-/** A cross certificate: the new root's name and key, signed by the old root. Whoever trusts the
- *  old root reaches the new one through it (agents take the new root into their trust this way,
- *  and TLS clients that know only the old root verify chains that end at the new one). */
+/** A cross certificate: the new root's name and key, signed by the old root, so that agents that
+ *  trust the old root take the new one into their trust. It is never part of a TLS chain: a path
+ *  issuing CA → cross → old root is longer than the old root's pathLen 1 allows. */
 export function buildCrossCert(oldRoot: CaSigner, newRootCertDer: Buffer, v: CaValidity): Buffer {
   const info = caInfo(newRootCertDer);
   const spki = Buffer.from(new crypto.X509Certificate(newRootCertDer).publicKey.export({ type: 'spki', format: 'der' }));

@@ -226,8 +226,7 @@ export function caInfo(certDer: Buffer): CaInfo {
         }
       }
     }
-    const ownKeyId = keyId ?? keyIdFromSpki(spki.raw);
-    info = { subjectName: Buffer.from(subject.raw), keyId: ownKeyId, authorityKeyId: authorityKeyId ?? null };
+    info = { subjectName: Buffer.from(subject.raw), keyId: keyId ?? keyIdFromSpki(spki.raw), authorityKeyId: authorityKeyId ?? null };
   } catch (e) {
     if (isSepalError(e)) throw new TypeError(`cannot read CA certificate: ${e.message}`);
     throw e;

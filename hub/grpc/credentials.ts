@@ -3,5 +3,5 @@ import type { Credentials } from '../../proto/api.ts';
 import type { IssuedCredentials } from '../service/context.ts';
 
 export function toWireCredentials(c: IssuedCredentials): Credentials {
-  return { certificateDer: c.certDer, chainDer: [...c.chainDer], caBundleDer: [...c.rootsDer], notAfterUnixMs: String(c.notAfter) };
+  return { certificateDer: c.certDer, chainDer: [...c.chainDer], caBundleDer: [...c.caBundleDer], notAfterUnixMs: String(c.notAfter) };
 }

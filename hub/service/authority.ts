@@ -7,9 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { HubPaths } from '../datadir.ts';
 import { LeafIssuer, type IssuerMaterial } from '../ca/certificate.ts';
+import { caInfo } from '../ca/x509.ts';
 import { derToPem, pemToDerList } from '../ca/pem.ts';
 import { SepalError, ErrorCodes } from '../errors.ts';
-import { currentDir, readCaSet, readPrivateKeyFile, type CaCert, type CaSet, type IssuingCa } from './ca-files.ts';
+import { currentDir, issuingCas, readCaSet, readPrivateKeyFile, signedBy, type CaCert, type CaSet } from './ca-files.ts';
 
 export interface Authority {
   readonly caSet: CaSet;
@@ -44,31 +45,22 @@ function invalid(message: string): never {
   throw new SepalError(ErrorCodes.DATA_DIR_INVALID, message);
 }
 
-function signedBy(child: CaCert | crypto.X509Certificate, parent: CaCert): boolean {
-  const c = child instanceof crypto.X509Certificate ? child : child.cert;
-  return c.checkIssued(parent.cert) && c.verify(parent.cert.publicKey);
-}
-
-function material(ca: IssuingCa): IssuerMaterial {
-  return { cert: ca.cert, certDer: ca.der, key: crypto.createPrivateKey(ca.keyPem) };
-}
-
 const pem = (ders: readonly Buffer[]): string => ders.map((d) => derToPem(d, 'CERTIFICATE')).join('');
 
 /** Checks how the CA set hangs together; DATA_DIR_INVALID naming the first thing that does not. */
 export function checkCaSet(set: CaSet): { rootOf: (ca: CaCert) => CaCert } {
   for (const r of set.roots) {
-    if (!signedBy(r, r)) invalid(`ca/root.crt: ${r.cert.subject.replaceAll('\n', ', ')} is not a self-signed root`);
+    if (!signedBy(r.cert, r.cert)) invalid(`ca/root.crt: ${r.cert.subject.replaceAll('\n', ', ')} is not a self-signed root`);
   }
   const rootOf = (ca: CaCert): CaCert => {
-    const root = set.roots.find((r) => r.keyId === ca.authorityKeyId && signedBy(ca, r));
+    const root = set.roots.find((r) => r.keyId === ca.authorityKeyId && signedBy(ca.cert, r.cert));
     if (root === undefined) invalid(`issuing CA ${ca.keyId} is not signed by any root in ca/root.crt`);
     return root;
   };
-  for (const ca of [set.active, ...(set.next === null ? [] : [set.next]), ...set.retired]) rootOf(ca);
+  for (const ca of issuingCas(set)) rootOf(ca);
   for (const x of set.cross) {
     if (!set.roots.some((r) => r.keyId === x.keyId && r.cert.publicKey.equals(x.cert.publicKey))) invalid(`ca/cross.crt: ${x.keyId} does not carry the key of a root in ca/root.crt`);
-    if (!set.roots.some((r) => r.keyId !== x.keyId && signedBy(x, r))) invalid(`ca/cross.crt: ${x.keyId} is not signed by another root in ca/root.crt`);
+    if (!set.roots.some((r) => r.keyId !== x.keyId && signedBy(x.cert, r.cert))) invalid(`ca/cross.crt: ${x.keyId} is not signed by another root in ca/root.crt`);
   }
   return { rootOf };
 }
@@ -89,8 +81,8 @@ export function loadAuthority(paths: HubPaths): Authority {
   if (serverDer === undefined) invalid(`${paths.serverCert}: no certificate`);
   const serverCert = new crypto.X509Certificate(serverDer);
 
-  const issuing = [set.active, ...(set.next === null ? [] : [set.next]), ...set.retired];
-  const serverIssuer = issuing.find((c) => signedBy(serverCert, c));
+  const issuing = issuingCas(set);
+  const serverIssuer = issuing.find((c) => signedBy(serverCert, c.cert));
   if (serverIssuer === undefined) invalid(`${paths.serverCert} is not signed by a trusted issuing CA`);
   let serverKeyMatches = false;
   try {
@@ -103,7 +95,7 @@ export function loadAuthority(paths: HubPaths): Authority {
   const activeRoot = rootOf(set.active);
   const roots = [activeRoot, ...set.roots.filter((r) => r !== activeRoot)];
   const rootsDer = Object.freeze(roots.map((r) => r.der));
-  const issuer = material(set.active);
+  const issuer = set.active.material;
   return Object.freeze({
     caSet: set,
     issuer,
@@ -114,10 +106,36 @@ export function loadAuthority(paths: HubPaths): Authority {
     caBundleDer: Object.freeze([...rootsDer, ...set.cross.map((x) => x.der)]),
     bundlePem: pem([...rootsDer, ...issuing.map((c) => c.der)]),
     rootFingerprint: crypto.hash('sha256', activeRoot.der, 'hex'),
-    crlIssuers: Object.freeze([issuer, ...issuing.slice(1).map(material)]),
+    crlIssuers: Object.freeze(issuing.map((c) => c.material)),
     serverKeyPem,
     serverCert,
     serverChainPem: derToPem(serverDer, 'CERTIFICATE') + pem([serverIssuer.der]),
     issuerPem: pem([set.active.der]),
   });
+}
+
+export interface CaEntry {
+  readonly role: 'root' | 'cross' | 'issuing' | 'server';
+  readonly state: 'active' | 'prepared' | 'retired' | 'trusted';
+  readonly cert: crypto.X509Certificate;
+  /** subjectKeyIdentifier, hex. */
+  readonly keyId: string;
+  /** The signer's key id, hex (its own for a root). */
+  readonly signedBy: string;
+}
+
+/** Every certificate the hub holds for itself, with its role and state: what `sepal-hub ca status`
+ *  lists and sepal_hub_ca_not_after_timestamp_seconds exports. */
+export function caInventory(a: Authority): CaEntry[] {
+  const cas = a.caSet;
+  const entry = (role: CaEntry['role'], state: CaEntry['state'], c: CaCert): CaEntry => ({ role, state, cert: c.cert, keyId: c.keyId, signedBy: c.authorityKeyId });
+  const server = caInfo(Buffer.from(a.serverCert.raw));
+  return [
+    ...cas.roots.map((r) => entry('root', r.keyId === cas.active.authorityKeyId ? 'active' : 'trusted', r)),
+    ...cas.cross.map((x) => entry('cross', 'trusted', x)),
+    entry('issuing', 'active', cas.active),
+    ...(cas.next === null ? [] : [entry('issuing', 'prepared', cas.next)]),
+    ...cas.retired.map((r) => entry('issuing', 'retired', r)),
+    { role: 'server', state: 'active', cert: a.serverCert, keyId: server.keyId.toString('hex'), signedBy: server.authorityKeyId?.toString('hex') ?? '' },
+  ];
 }

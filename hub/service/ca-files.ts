@@ -17,6 +17,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pemToDerList, derToPem } from '../ca/pem.ts';
+import type { IssuerMaterial } from '../ca/certificate.ts';
 import { caInfo } from '../ca/x509.ts';
 import type { HubPaths } from '../datadir.ts';
 import { SepalError, ErrorCodes } from '../errors.ts';
@@ -32,8 +33,10 @@ export interface CaCert {
 }
 
 export interface IssuingCa extends CaCert {
-  /** PKCS#8 PEM. */
+  /** PKCS#8 PEM, as on disk. */
   readonly keyPem: string;
+  /** Certificate and parsed key, for signing (leaves, CRLs, server certificates). */
+  readonly material: IssuerMaterial;
 }
 
 export interface CaSet {
@@ -42,6 +45,16 @@ export interface CaSet {
   readonly active: IssuingCa;
   readonly next: IssuingCa | null;
   readonly retired: readonly IssuingCa[];
+}
+
+/** The issuing CAs the hub trusts: the active one, the prepared one, the retired ones. */
+export function issuingCas(set: CaSet): IssuingCa[] {
+  return [set.active, ...(set.next === null ? [] : [set.next]), ...set.retired];
+}
+
+/** `child` names `parent` as its issuer and carries its signature. */
+export function signedBy(child: crypto.X509Certificate, parent: crypto.X509Certificate): boolean {
+  return child.checkIssued(parent) && child.verify(parent.publicKey);
 }
 
 export const CA_FILES = {
@@ -87,14 +100,14 @@ function readIssuing(certFile: string, keyFile: string): IssuingCa {
   if (der === undefined) invalid(`${certFile}: no certificate`);
   const ca = caCert(der, certFile);
   const keyPem = readPrivateKeyFile(keyFile);
-  let pub: Buffer;
+  let key: crypto.KeyObject;
   try {
-    pub = crypto.createPublicKey(crypto.createPrivateKey(keyPem)).export({ type: 'spki', format: 'der' });
+    key = crypto.createPrivateKey(keyPem);
   } catch (e) {
     return invalid(`${keyFile}: not a private key`, e);
   }
-  if (!pub.equals(ca.cert.publicKey.export({ type: 'spki', format: 'der' }))) invalid(`${keyFile} is not the key of ${certFile}`);
-  return Object.freeze({ ...ca, keyPem });
+  if (!crypto.createPublicKey(key).equals(ca.cert.publicKey)) invalid(`${keyFile} is not the key of ${certFile}`);
+  return Object.freeze({ ...ca, keyPem, material: { cert: ca.cert, certDer: der, key } });
 }
 
 function exists(p: string): boolean {

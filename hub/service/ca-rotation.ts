@@ -29,9 +29,10 @@ import { issueServerCert } from '../ca/server-cert.ts';
 import { caInfo } from '../ca/x509.ts';
 import { SepalError, ErrorCodes } from '../errors.ts';
 import { createFileExclusiveSync, withLockFile } from '../fsutil.ts';
-import type { Authority } from './authority.ts';
+import { caInventory, type Authority, type CaEntry } from './authority.ts';
 import {
-  CA_FILES, certFile, certsFile, keyFile, readCaSet, recoverSwaps, replaceDir, snapshotDir, type CaCert, type DirFile, type IssuingCa,
+  CA_FILES, certFile, certsFile, issuingCas, keyFile, readCaSet, recoverSwaps, replaceDir, signedBy, snapshotDir, type CaCert, type DirFile,
+  type IssuingCa,
   type SwapHook,
 } from './ca-files.ts';
 import type { HubContext } from './context.ts';
@@ -219,7 +220,7 @@ function serverTlsFiles(ctx: HubContext, issuer: IssuingCa, names: readonly stri
   const key = newCaKey();
   const serial = randomSerial();
   const start = Math.floor(now / 1000) * 1000;
-  const issued = issueServerCert({ cert: issuer.cert, certDer: issuer.der, key: crypto.createPrivateKey(issuer.keyPem) }, {
+  const issued = issueServerCert(issuer.material, {
     spkiDer: key.spki,
     names,
     notBefore: new Date(start - BACKDATE_MS),
@@ -329,11 +330,11 @@ export function prune(hub: RotationHub, o: { readonly actor: string; readonly ho
     for (const r of cas.retired) {
       const last = await ctx.store.lastCertExpiryForIssuer(r.keyId);
       // The hub's own server certificate keeps its issuer (renew-server moves it to the active CA).
-      if (server.checkIssued(r.cert) && server.verify(r.cert.publicKey)) kept.push({ keyId: r.keyId, until: server.validToDate.toISOString() });
+      if (signedBy(server, r.cert)) kept.push({ keyId: r.keyId, until: server.validToDate.toISOString() });
       else if (last === null || last < now) removedIssuing.push(r.keyId);
       else kept.push({ keyId: r.keyId, until: new Date(last).toISOString() });
     }
-    const remaining = [cas.active, ...(cas.next === null ? [] : [cas.next]), ...cas.retired.filter((r) => !removedIssuing.includes(r.keyId))];
+    const remaining = issuingCas(cas).filter((c) => !removedIssuing.includes(c.keyId));
     const usedRoots = new Set(remaining.map((c) => c.authorityKeyId));
     const removedRoots = cas.roots.filter((r) => !usedRoots.has(r.keyId)).map((r) => r.keyId);
     if (removedIssuing.length === 0 && removedRoots.length === 0) return { removedIssuing, removedRoots, kept };
@@ -372,8 +373,8 @@ export function renewServer(hub: RotationHub, o: { readonly actor: string; reado
 }
 
 export interface CaStatusRow {
-  readonly role: 'root' | 'cross' | 'issuing' | 'server';
-  readonly state: 'active' | 'prepared' | 'retired' | 'trusted';
+  readonly role: CaEntry['role'];
+  readonly state: CaEntry['state'];
   readonly keyId: string;
   readonly subject: string;
   readonly signedBy: string;
@@ -387,26 +388,19 @@ export interface CaStatusRow {
 export async function caStatus(ctx: HubContext): Promise<{ rootSha256: string; rows: CaStatusRow[]; nodesNotRenewed: readonly string[] | null }> {
   const a = ctx.authority;
   const cas = a.caSet;
-  const subject = (c: crypto.X509Certificate): string => c.subject.replaceAll('\n', ', ');
-  const row = (role: CaStatusRow['role'], state: CaStatusRow['state'], c: CaCert): CaStatusRow => ({
-    role, state, keyId: c.keyId, subject: subject(c.cert), signedBy: c.authorityKeyId, notAfter: c.cert.validToDate.toISOString(), sha256: crypto.hash('sha256', c.der, 'hex'),
-  });
   const rows: CaStatusRow[] = [];
-  const activeRootKeyId = cas.active.authorityKeyId;
-  for (const r of cas.roots) rows.push(row('root', r.keyId === activeRootKeyId ? 'active' : 'trusted', r));
-  for (const x of cas.cross) rows.push(row('cross', 'trusted', x));
-  rows.push(row('issuing', 'active', cas.active));
-  if (cas.next !== null) rows.push(row('issuing', 'prepared', cas.next));
-  for (const r of cas.retired) {
-    const last = await ctx.store.lastCertExpiryForIssuer(r.keyId);
-    rows.push({ ...row('issuing', 'retired', r), lastLeafExpiry: last === null ? null : new Date(last).toISOString() });
+  for (const e of caInventory(a)) {
+    const row: CaStatusRow = {
+      role: e.role, state: e.state, keyId: e.keyId, subject: e.cert.subject.replaceAll('\n', ', '), signedBy: e.signedBy,
+      notAfter: e.cert.validToDate.toISOString(), sha256: crypto.hash('sha256', e.cert.raw, 'hex'),
+    };
+    if (e.state !== 'retired') rows.push(row);
+    else {
+      const last = await ctx.store.lastCertExpiryForIssuer(e.keyId);
+      rows.push({ ...row, lastLeafExpiry: last === null ? null : new Date(last).toISOString() });
+    }
   }
-  const s = a.serverCert;
-  const info = caInfo(Buffer.from(s.raw));
-  rows.push({
-    role: 'server', state: 'active', keyId: info.keyId.toString('hex'), subject: subject(s), signedBy: info.authorityKeyId?.toString('hex') ?? '',
-    notAfter: s.validToDate.toISOString(), sha256: crypto.hash('sha256', s.raw, 'hex'),
-  });
+  const activeRootKeyId = cas.active.authorityKeyId;
   // During a prepared root rotation: who has still to renew before `activate` goes ahead.
   const nextRoot = cas.next === null ? undefined : cas.roots.find((r) => r.keyId === cas.next?.authorityKeyId && r.keyId !== activeRootKeyId);
   const nodesNotRenewed = nextRoot === undefined ? null : await nodesNotRenewedSince(ctx, publishedAt(nextRoot), ctx.clock());

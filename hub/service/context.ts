@@ -23,7 +23,7 @@ export interface IssuedCredentials {
   readonly certDer: Buffer;
   readonly chainDer: readonly Buffer[];
   /** The roots to trust, then cross certificates between them (Authority.caBundleDer). */
-  readonly rootsDer: readonly Buffer[];
+  readonly caBundleDer: readonly Buffer[];
   readonly notAfter: number;
   readonly serial: string;
 }

@@ -32,7 +32,7 @@ function mint(ctx: HubContext, csr: Buffer | string, nodeId: string, org: string
     serial: randomSerial(),
   });
   return {
-    creds: { certDer: issued.der, chainDer: ctx.authority.chainDer, rootsDer: ctx.authority.caBundleDer, notAfter, serial: issued.serialHex },
+    creds: { certDer: issued.der, chainDer: ctx.authority.chainDer, caBundleDer: ctx.authority.caBundleDer, notAfter, serial: issued.serialHex },
     issuerKeyId: ctx.authority.issuerKeyId,
     fingerprint: issued.fingerprint,
     notBefore,
