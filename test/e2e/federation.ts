@@ -93,14 +93,12 @@ export class Federation {
     });
     this.#say(`OpenID provider (device flow): ${this.idp.issuer}`);
 
-    const [grpcPort, httpsPort] = await freePorts(2);
     const idp = this.idp;
     const superlink = this.superlink;
     this.hub = await startTestHub({
+      fixedPorts: true,
       configure: (c) => ({
         ...c,
-        grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-        https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
         certificates: { leafLifetimeSeconds: this.#opts.leafLifetimeSeconds },
         idp: {
           issuer: idp.issuer, clientId: CLIENT_ID, audience: AUDIENCE, scopes: ['openid', 'enroll'],
@@ -113,7 +111,7 @@ export class Federation {
         },
       }),
     });
-    this.#say(`Sepal hub: ${this.hub.httpsUrl} (agent API localhost:${grpcPort}), node certificates live ${this.#opts.leafLifetimeSeconds} s`);
+    this.#say(`Sepal hub: ${this.hub.httpsUrl} (agent API ${this.hub.grpcTarget}), node certificates live ${this.#opts.leafLifetimeSeconds} s`);
 
     // Each organisation's manifest: where its SuperNode finds the SuperLink, the CA it trusts,
     // its data partition and a ClientAppIo port of its own (two SuperNodes share this host).

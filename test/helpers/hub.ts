@@ -39,13 +39,27 @@ export interface TestHub {
   stop(): Promise<void>;
 }
 
-export async function startTestHub(opts: { configure?: (c: HubConfig) => HubConfig; feedIntervalMs?: number } = {}): Promise<TestHub> {
+export interface TestHubOptions {
+  readonly configure?: (c: HubConfig) => HubConfig;
+  readonly feedIntervalMs?: number;
+  /** Listen on free ports chosen up front and publish exactly those (grpc.publicAddress,
+   *  https.publicUrl), as agents and the real CLIs need: they find the hub through discovery and
+   *  keep its address. Without it the listeners take port 0 and discovery is not usable. */
+  readonly fixedPorts?: boolean;
+}
+
+export async function startTestHub(opts: TestHubOptions = {}): Promise<TestHub> {
   const dir = tempDir();
   const paths = hubPaths(path.join(dir, 'hub'));
+  const [grpcPort = 0, httpsPort = 8444] = opts.fixedPorts === true ? await freePorts(2) : [];
   const init = await initDataDir(paths, {
     hostnames: ['localhost', '127.0.0.1'],
     configure: (c) => {
-      const base = { ...c, grpc: { listen: '127.0.0.1:0', publicAddress: 'localhost:0' }, https: { listen: '127.0.0.1:0', publicUrl: 'https://localhost:8444' } };
+      const base = {
+        ...c,
+        grpc: { listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
+        https: { listen: `127.0.0.1:${opts.fixedPorts === true ? httpsPort : 0}`, publicUrl: `https://localhost:${httpsPort}` },
+      };
       return opts.configure === undefined ? base : opts.configure(base);
     },
   });

@@ -34,12 +34,11 @@ export function vpnWorkDir(prefix: string): { work: string; outDir: string } {
 /** A hub on free loopback ports with 60 s leaves and its VPN CRL copy at `crlFile`; also a free
  *  port for the agent's metrics. */
 export async function startVpnHub(crlFile: string): Promise<{ hub: TestHub; metricsPort: number }> {
-  const [grpcPort, httpsPort, mPort] = await freePorts(3);
+  const [mPort] = await freePorts(1);
   const hub = await startTestHub({
+    fixedPorts: true,
     configure: (c) => ({
       ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort ?? 0}`, publicAddress: `localhost:${grpcPort ?? 0}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort ?? 0}`, publicUrl: `https://localhost:${httpsPort ?? 0}` },
       certificates: { leafLifetimeSeconds: 60 },
       vpn: { crlFile },
     }),

@@ -40,15 +40,9 @@ function statusFile(): { state: string; manifest: { version: number; lastResult:
 }
 
 beforeAll(async () => {
-  const [grpcPort, httpsPort, mPort] = await freePorts(3);
+  const [mPort] = await freePorts(1);
   metricsPort = mPort ?? 0;
-  hub = await startTestHub({
-    configure: (c) => ({
-      ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
-    }),
-  });
+  hub = await startTestHub({ fixedPorts: true });
   work = tempDir('sepal-daemon-it-');
   stateDir = path.join(work, 'state');
   await enrollWithToken(hub, 'org-d', stateDir, 'daemon-test');

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ErrorCodes } from '../../proto/errors.ts';
-import { REPO, freePorts, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { REPO, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
 import { startTestIdp, type TestIdp } from '../helpers/oidc.ts';
 
 const AGENT = path.join(REPO, 'agent/cli/main.ts');
@@ -45,12 +45,10 @@ function agent(args: string[]): Agent {
 }
 
 async function startHubFor(idp: TestIdp): Promise<TestHub> {
-  const [grpcPort, httpsPort] = await freePorts(2);
   return startTestHub({
+    fixedPorts: true,
     configure: (c) => ({
       ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
       idp: {
         issuer: idp.issuer, clientId: CLIENT_ID, audience: AUDIENCE, scopes: ['openid', 'enroll'],
         algorithms: ['ES256'], roleClaim: 'realm_access.roles', orgClaim: 'org', enrollRole: 'sepal-enroll', adminRole: 'sepal-admin',

@@ -32,14 +32,7 @@ let work: string;
 let pin: string;
 beforeAll(async () => {
   // The agent dials the grpc_address the hub publishes, so the hub must publish its real port.
-  const [grpcPort, httpsPort] = await freePorts(2);
-  hub = await startTestHub({
-    configure: (c) => ({
-      ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
-    }),
-  });
+  hub = await startTestHub({ fixedPorts: true });
   work = tempDir('sepal-agent-it-');
   pin = hub.init.rootFingerprint;
 });

@@ -10,8 +10,8 @@ import path from 'node:path';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { lockState, recoverState, statePaths, type StatePaths } from '../../agent/enroll/store.ts';
 import { loadIdentity } from '../../agent/credentials/identity.ts';
-import { REPO, tempDir, type TestHub } from '../helpers/hub.ts';
-import { enrollWithCli, opensslVerify, startPublishedHub } from './agent-rotation.helpers.ts';
+import { REPO, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { enrollWithCli, opensslVerify } from './agent-rotation.helpers.ts';
 import { seeded } from '../helpers/random.ts';
 
 const CHILD = path.join(REPO, 'test/integration/agent-rotation-crash-child.ts');
@@ -23,7 +23,7 @@ const MARK_TIMEOUT_MS = 15_000;
 let hub: TestHub;
 let work: string;
 beforeAll(async () => {
-  hub = await startPublishedHub();
+  hub = await startTestHub({ fixedPorts: true });
   work = tempDir('sepal-rotation-crash-');
 });
 afterAll(async () => {

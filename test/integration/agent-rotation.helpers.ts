@@ -8,21 +8,10 @@ import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { IDENTITY_FILES } from '../../agent/enroll/store.ts';
-import { REPO, cli, freePorts, startTestHub, type TestHub } from '../helpers/hub.ts';
+import { REPO, cli, type TestHub } from '../helpers/hub.ts';
 
 export const AGENT = path.join(REPO, 'agent/cli/main.ts');
 const run = promisify(execFile);
-
-export async function startPublishedHub(): Promise<TestHub> {
-  const [grpcPort, httpsPort] = await freePorts(2);
-  return startTestHub({
-    configure: (c) => ({
-      ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
-    }),
-  });
-}
 
 /** `sepal-agent enroll --token` into `stateDir`; returns the node id. */
 export async function enrollWithCli(hub: TestHub, stateDir: string, org = 'org-a'): Promise<string> {

@@ -12,13 +12,13 @@ import { systemClock } from '../../agent/runtime/clock.ts';
 import { createHubRenew } from '../../agent/credentials/hub-renew.ts';
 import type { CurrentIdentity } from '../../agent/credentials/identity.ts';
 import { CertificateRotator, type RenewalResult, type RotationState } from '../../agent/credentials/rotator.ts';
-import { cli, freePorts, tempDir, type TestHub } from '../helpers/hub.ts';
-import { auditFor, enrollWithCli, opensslPublicKeys, opensslVerify, serialOnDisk, startPublishedHub } from './agent-rotation.helpers.ts';
+import { cli, freePorts, startTestHub, tempDir, type TestHub } from '../helpers/hub.ts';
+import { auditFor, enrollWithCli, opensslPublicKeys, opensslVerify, serialOnDisk } from './agent-rotation.helpers.ts';
 
 let hub: TestHub;
 let work: string;
 beforeAll(async () => {
-  hub = await startPublishedHub();
+  hub = await startTestHub({ fixedPorts: true });
   work = tempDir('sepal-rotation-it-');
 });
 afterAll(async () => {

@@ -66,12 +66,11 @@ function renewFailures(): string[] {
 }
 
 beforeAll(async () => {
-  const [grpcPort, httpsPort, m1, m2] = await freePorts(4);
+  const [m1, m2] = await freePorts(2);
   hub = await startTestHub({
+    fixedPorts: true,
     configure: (c) => ({
       ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
       certificates: { ...c.certificates, leafLifetimeSeconds: 60 },
     }),
   });

@@ -57,15 +57,9 @@ function promtool(args: string[], cwd = MON): { status: number | null; out: stri
 }
 
 beforeAll(async () => {
-  const [grpcPort, httpsPort, mPort] = await freePorts(3);
+  const [mPort] = await freePorts(1);
   metricsPort = mPort ?? 0;
-  hub = await startTestHub({
-    configure: (c) => ({
-      ...c,
-      grpc: { ...c.grpc, listen: `127.0.0.1:${grpcPort}`, publicAddress: `localhost:${grpcPort}` },
-      https: { ...c.https, listen: `127.0.0.1:${httpsPort}`, publicUrl: `https://localhost:${httpsPort}` },
-    }),
-  });
+  hub = await startTestHub({ fixedPorts: true });
   work = tempDir('sepal-monitoring-it-');
   const stateDir = path.join(work, 'state');
   await enrollWithToken(hub, 'org-m', stateDir, 'monitoring-test');
