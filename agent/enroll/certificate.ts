@@ -73,8 +73,13 @@ function vouchesFor(cross: crypto.X509Certificate, root: crypto.X509Certificate,
  * trusted vouches for is ignored. CLIENT_CERT_UNTRUSTED when no root is accepted.
  */
 export function acceptedRoots(bundle: readonly crypto.X509Certificate[], anchors: readonly Buffer[], now: number): crypto.X509Certificate[] {
-  const roots = bundle.filter((c, i) => selfSignedCa(c) && bundle.findIndex((d) => d.raw.equals(c.raw)) === i);
-  const crosses = bundle.filter((c) => !selfSignedCa(c));
+  // One signature check per certificate decides root or cross certificate; duplicates count once.
+  const roots: crypto.X509Certificate[] = [];
+  const crosses: crypto.X509Certificate[] = [];
+  for (const c of bundle) {
+    if (!selfSignedCa(c)) crosses.push(c);
+    else if (!roots.some((r) => r.raw.equals(c.raw))) roots.push(c);
+  }
   const accepted = new Set(roots.filter((r) => anchors.some((a) => a.equals(r.raw))));
   for (let progress = true; progress;) {
     progress = false;
